@@ -1,0 +1,371 @@
+"""The ``assay`` command line: a veneer that builds one config object and calls the Python API.
+
+Errors that assay raises on purpose print as one clear message and exit 1; usage errors exit 2;
+anything unexpected prints one line too, with ``--debug`` (or ASSAY_DEBUG=1) for the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+import click
+from assay.engine import __version__
+from assay.engine.errors import AssayError
+from pydantic import ValidationError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def _parse_pairs(pairs: Sequence[str], what: str) -> dict[str, Any]:
+    """``KEY=VALUE`` options as a dict; values parse as JSON where they can (numbers, true)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint=what)
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def _fmt_counts(counts: dict[str, int], total: int) -> str:
+    width = max((len(k) for k in counts), default=0)
+    lines = []
+    for key, n in counts.items():
+        share = 100.0 * n / total if total else 0.0
+        lines.append(f"  {key:<{width}}  {n:>9,}  {share:5.1f}%")
+    return "\n".join(lines)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="assay")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """assay: distributed, high-throughput safety scoring for LLMs.
+
+    \b
+    Quick start (the starter suite shipped in examples/):
+      assay import jsonl examples/starter_suite.jsonl --output runs/suites/starter
+      assay suite info runs/suites/starter
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug or os.environ.get("ASSAY_DEBUG") == "1"
+
+
+# -- import ------------------------------------------------------------------------------------
+
+
+@cli.command("import")
+@click.argument("fmt", metavar="FORMAT")
+@click.argument("source")
+@click.option("--output", "-o", required=True, help="URL or path of the suite folder to write.")
+@click.option("--name", help="Suite name (default: the output folder's name).")
+@click.option(
+    "--on-error",
+    type=click.Choice(["fail", "skip"]),
+    default="fail",
+    show_default=True,
+    help="fail: a bad row fails the import, nothing is written. skip: import the good rows and "
+    "list the bad ones in OUTPUT.rejects.jsonl.",
+)
+@click.option(
+    "--max-chars",
+    type=int,
+    default=32_000,
+    show_default=True,
+    help="Longest prompt (or fixed response) accepted, in characters.",
+)
+@click.option("--lang", help="Language of rows that do not say (BCP-47, e.g. en, zh).")
+@click.option(
+    "--map",
+    "mapping",
+    multiple=True,
+    metavar="FIELD=COLUMN",
+    help="Generic formats: take a TestCase field from a differently named column.",
+)
+@click.option("--taxonomy", help="YAML extending the S-Eval taxonomy with L3/L4 nodes.")
+@click.option(
+    "--risk-taxonomy",
+    help="Generic formats: the risk column holds categories of this taxonomy "
+    "(aegis, nemoguard, mlcommons, qwen3guard, harmbench), mapped onto S-Eval L1.",
+)
+@click.option(
+    "--attack-key",
+    "attack_keys",
+    multiple=True,
+    help="Accept this attack key besides the known ones (repeatable).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace a suite already at the output.")
+@click.option(
+    "--storage-option",
+    "storage",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="fsspec storage option for source and output (repeatable).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the import report as JSON.")
+def import_cmd(
+    fmt: str,
+    source: str,
+    output: str,
+    name: str | None,
+    on_error: str,
+    max_chars: int,
+    lang: str | None,
+    mapping: tuple[str, ...],
+    taxonomy: str | None,
+    risk_taxonomy: str | None,
+    attack_keys: tuple[str, ...],
+    overwrite: bool,
+    storage: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Import SOURCE (a file, folder, glob or .zip; any fsspec URL) as a suite.
+
+    \b
+    FORMAT is one of: s-eval, aegis1, aegis2, safety-j, harmbench, jsonl, csv, parquet
+    (plus formats registered by plugins under the 'assay.importers' entry point).
+
+    \b
+    Examples:
+      assay import s-eval ~/data/s-eval/ --output runs/suites/s-eval
+      assay import jsonl examples/starter_suite.jsonl --output runs/suites/starter
+      assay import csv questions.csv --map text=question --lang en --on-error skip -o runs/suites/q
+    """
+    from assay.engine.importers import ImportConfig, import_suite
+
+    cfg = ImportConfig(
+        format=fmt,
+        source=source,
+        output=output,
+        name=name,
+        on_error=on_error,  # type: ignore[arg-type]
+        max_chars=max_chars,
+        lang=lang,
+        mapping={k: str(v) for k, v in _parse_pairs(mapping, "--map").items()},
+        taxonomy=taxonomy,
+        risk_taxonomy=risk_taxonomy,
+        extra_attacks=attack_keys,
+        overwrite=overwrite,
+        storage_options=_parse_pairs(storage, "--storage-option"),
+    )
+    report = import_suite(cfg, command=["assay", *sys.argv[1:]])
+    if as_json:
+        click.echo(report.model_dump_json(indent=2))
+        return
+    click.echo(f"imported {report.imported:,} of {report.read:,} records into {report.output}")
+    if report.rejected or report.duplicates:
+        click.echo(f"  rejected {report.rejected:,}, duplicates skipped {report.duplicates:,}")
+        for reason, n in report.reasons.items():
+            click.echo(f"    {n:>7,}  {reason}")
+        click.echo(f"  every row not imported is listed in {report.rejects_url}")
+    click.echo(f"  fingerprint {report.fingerprint}  ({report.seconds:.1f} s)")
+
+
+# -- suite -------------------------------------------------------------------------------------
+
+
+@cli.group()
+def suite() -> None:
+    """Inspect suites."""
+
+
+@suite.command("info")
+@click.argument("url")
+@click.option(
+    "--storage-option",
+    "storage",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="fsspec storage option (repeatable).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def suite_info(url: str, storage: tuple[str, ...], as_json: bool) -> None:
+    """Counts by language, L1 risk and attack, and the fingerprint of the suite at URL.
+
+    The counts and the fingerprint are computed from the data itself; a manifest whose
+    fingerprint disagrees is reported.
+
+    \b
+    Example:
+      assay suite info runs/suites/starter
+    """
+    from assay.engine.suite import open_suite
+
+    s = open_suite(url, _parse_pairs(storage, "--storage-option"))
+    counts, fingerprint = s.scan()
+    stored = s.manifest.fingerprint if s.manifest else None
+    if as_json:
+        info = {
+            "url": s.url,
+            "name": s.name,
+            "fingerprint": fingerprint,
+            "manifest_fingerprint": stored,
+            "files": len(s.files),
+            "counts": counts.model_dump(),
+        }
+        click.echo(json.dumps(info, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"suite        {s.name}  ({s.url})")
+    click.echo(f"fingerprint  {fingerprint}")
+    if stored is not None and stored != fingerprint:
+        click.echo(
+            f"WARNING: the manifest says {stored}: the files changed after the suite was written"
+        )
+    click.echo(f"rows         {counts.rows:,} in {len(s.files)} file(s)")
+    if counts.with_response or counts.with_label:
+        click.echo(
+            f"             {counts.with_response:,} with a fixed response, "
+            f"{counts.with_label:,} with a reference label"
+        )
+    click.echo("by language:")
+    click.echo(_fmt_counts(counts.by_lang, counts.rows))
+    click.echo("by L1 risk:")
+    click.echo(_fmt_counts(counts.by_risk_l1, counts.rows))
+    click.echo("by attack:")
+    click.echo(_fmt_counts(counts.by_attack, counts.rows))
+
+
+# -- taxonomy ----------------------------------------------------------------------------------
+
+
+@cli.group()
+def taxonomy() -> None:
+    """Show the built-in taxonomies and their mapping onto S-Eval's L1 dimensions."""
+
+
+@taxonomy.command("list")
+def taxonomy_list() -> None:
+    """List the built-in taxonomies.
+
+    \b
+    Example:
+      assay taxonomy list
+    """
+    from assay.engine.taxonomy import get_taxonomy, taxonomy_names
+
+    for name in taxonomy_names():
+        tax = get_taxonomy(name)
+        click.echo(f"{name:<14} {len(tax.categories):>3} categories  {tax.description}")
+
+
+@taxonomy.command("show")
+@click.argument("name")
+def taxonomy_show(name: str) -> None:
+    """Show one taxonomy's categories and their S-Eval L1 mapping (or the S-Eval risk tree).
+
+    \b
+    Examples:
+      assay taxonomy show aegis
+      assay taxonomy show s-eval
+    """
+    from assay.engine.taxonomy import get_taxonomy, seval_tree
+
+    if name.lower() in ("s-eval", "seval"):
+        tree = seval_tree()
+        for l1 in tree.children(None):
+            click.echo(f"{l1.key}  ({l1.name} / {l1.name_zh})")
+            for l2 in tree.children(l1.path):
+                click.echo(f"  {l2.path}  ({l2.name} / {l2.name_zh})")
+        return
+    tax = get_taxonomy(name)
+    for cat in tax.categories:
+        mapped = ", ".join(cat.seval_l1) or "-"
+        click.echo(f"{cat.code:<28} {cat.name:<40} -> {mapped}")
+
+
+# -- skeleton: commands that later versions fill ---------------------------------------------------
+
+
+def _not_yet(command: str) -> NoReturn:
+    raise AssayError(f"`assay {command}` is not available in assay {__version__} yet")
+
+
+def _planned(name: str, summary: str, example: str) -> Callable[..., None]:
+    @cli.command(
+        name,
+        help=f"{summary} (not yet available)\n\n\b\nExample:\n  {example}",
+        context_settings={"ignore_unknown_options": True},
+    )
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def command(args: tuple[str, ...]) -> None:
+        _not_yet(name)
+
+    return command
+
+
+_planned(
+    "run",
+    "Run targets and judges over a suite into a run folder.",
+    "assay run examples/run.yaml --output runs/",
+)
+_planned(
+    "report",
+    "Metrics, comparison and an HTML report from a run folder.",
+    "assay report runs/<run_id> --html report.html",
+)
+_planned(
+    "generate",
+    "Write a suite from a risk taxonomy with a generator model.",
+    "assay generate examples/generate.yaml",
+)
+_planned(
+    "attack",
+    "Derive the 10 S-Eval attack variants of a suite's prompts.",
+    "assay attack runs/suites/starter --attacks all --output runs/suites/starter-attacks",
+)
+_planned("serve", "Serve judges over HTTP on Ray Serve.", "assay serve examples/serve.yaml")
+
+
+# -- entry point -------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """The console script: runs the CLI and turns errors into one clear message."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("ASSAY_DEBUG") == "1"
+    try:
+        rv = cli.main(args=args, prog_name="assay", standalone_mode=False)
+        if isinstance(rv, int) and rv:
+            sys.exit(rv)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except AssayError as exc:
+        if debug:
+            raise
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+    except ValidationError as exc:
+        if debug:
+            raise
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or exc.title
+        click.echo(f"error: invalid {where}: {err['msg']}", err=True)
+        sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:
+        if debug:
+            raise
+        click.echo(
+            f"error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True
+        )
+        sys.exit(EXIT_ERROR)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
