@@ -177,6 +177,7 @@ class SuiteWriter:
         rows_per_file: int = 100_000,
         batch_rows: int = 5_000,
         overwrite: bool = False,
+        batch_chars: int = 8_000_000,
     ) -> None:
         """Prepares to write a suite at ``url`` (an error if one is there, unless overwrite)."""
         self.loc = Location.parse(url, storage_options)
@@ -187,8 +188,10 @@ class SuiteWriter:
             raise StorageError(f"{url} exists and is not a folder")
         self.rows_per_file = rows_per_file
         self.batch_rows = batch_rows
+        self.batch_chars = batch_chars
         self._schema = TestCase.arrow_schema()
         self._buffer: list[dict[str, Any]] = []
+        self._buffer_chars = 0
         self._temps: list[tuple[Location, int]] = []
         self._writer: pq.ParquetWriter | None = None
         self._file: Any = None
@@ -203,9 +206,14 @@ class SuiteWriter:
         if case.suite != self.name:
             case = case.model_copy(update={"suite": self.name})
         self._buffer.append(case.to_row())
+        self._buffer_chars += len(case.text) + len(case.response or "")
         self.fingerprint.add(case.test_id)
         self.counts.add_case(case)
-        if len(self._buffer) >= self.batch_rows:
+        room = self.rows_per_file - self._file_rows  # rows left in the current part file
+        if (
+            len(self._buffer) >= min(self.batch_rows, room)
+            or self._buffer_chars >= self.batch_chars
+        ):
             self._flush()
 
     def _flush(self) -> None:
@@ -223,6 +231,7 @@ class SuiteWriter:
         self._file_rows += table.num_rows
         self._temps[-1] = (self._temps[-1][0], self._file_rows)
         self._buffer.clear()
+        self._buffer_chars = 0
         if self._file_rows >= self.rows_per_file:
             self._close_file()
 
@@ -232,6 +241,7 @@ class SuiteWriter:
             self._file.close()
             self._writer = None
             self._file = None
+            self._file_rows = 0
 
     def commit(
         self,
