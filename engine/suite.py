@@ -203,6 +203,7 @@ class SuiteWriter:
 
     def write(self, case: TestCase) -> None:
         """Adds one test case (its ``suite`` field is set to the suite's name)."""
+        self._check_open()
         if case.suite != self.name:
             case = case.model_copy(update={"suite": self.name})
         self._buffer.append(case.to_row())
@@ -250,6 +251,7 @@ class SuiteWriter:
         provenance: dict[str, Any] | None = None,
     ) -> SuiteManifest:
         """Writes the remaining rows, moves the files into place and writes the manifest."""
+        self._check_open()
         self._flush()
         self._close_file()
         self._closed = True
@@ -279,6 +281,12 @@ class SuiteWriter:
         )
         write_json_atomic(self.loc.join(SUITE_MANIFEST), manifest.model_dump(mode="json"))
         return manifest
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError(
+                f"the suite writer for {self.loc.url} was already committed or aborted"
+            )
 
     def abort(self) -> None:
         """Discards everything written so far; the output location is left as it was."""

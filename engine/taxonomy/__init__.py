@@ -1,0 +1,51 @@
+"""Risk taxonomies: the S-Eval risk tree, guard-model and dataset taxonomies, and their mapping.
+
+S-Eval's eight L1 dimensions (:data:`SEVAL_L1`) are the common reporting axis. The S-Eval tree
+(:func:`seval_tree`) holds them and the 25 published L2 categories; users extend it with their
+own L3/L4 from a YAML file (:func:`load_risk_tree`). Flat taxonomies (:func:`get_taxonomy`: Aegis,
+NemoGuard, MLCommons/Llama Guard, Qwen3Guard, HarmBench) map every category onto those
+dimensions (:func:`to_seval_l1`). See ``docs/taxonomies.md``.
+"""
+
+from __future__ import annotations
+
+from .catalog import CRITICAL, SPARSE, get_taxonomy, taxonomy_names, to_seval_l1
+from .categories import LABEL, Category, Taxonomy
+from .dimensions import SEVAL_L1
+from .errors import TaxonomyError, TaxonomyFileError, UnknownRiskError, UnknownTaxonomyError
+from .loader import (
+    RiskEntrySpec,
+    RiskNodeSpec,
+    RiskTreeFile,
+    load_risk_tree,
+    risk_tree_from_dict,
+    risk_tree_from_yaml,
+)
+from .seval import seval_tree
+from .tree import MAX_LEVEL, RiskNode, RiskTree
+
+__all__ = [
+    "CRITICAL",
+    "LABEL",
+    "MAX_LEVEL",
+    "SEVAL_L1",
+    "SPARSE",
+    "Category",
+    "RiskEntrySpec",
+    "RiskNode",
+    "RiskNodeSpec",
+    "RiskTree",
+    "RiskTreeFile",
+    "Taxonomy",
+    "TaxonomyError",
+    "TaxonomyFileError",
+    "UnknownRiskError",
+    "UnknownTaxonomyError",
+    "get_taxonomy",
+    "load_risk_tree",
+    "risk_tree_from_dict",
+    "risk_tree_from_yaml",
+    "seval_tree",
+    "taxonomy_names",
+    "to_seval_l1",
+]
