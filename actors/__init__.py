@@ -1,5 +1,5 @@
 """assay.actors: model backends and the Ray actors that host them.
 
-The only package that imports vllm. Depends on ``assay.engine`` (records, judge formats) and never on
-``assay.cluster``.
+The only package that imports vllm. Depends on ``assay.engine`` (records, judge formats) and
+never on ``assay.cluster``.
 """

@@ -1,0 +1,90 @@
+"""The backend contract and registry.
+
+A backend does one thing: ``await backend.generate(requests)`` returns one
+:class:`~assay.engine.requests.GenerationResult` per request, in the same order. A request that
+fails on its own (too long for the model, a refused API call) comes back with ``error`` set; an
+exception means the whole backend failed (model gone, engine dead). Retries, concurrency limits
+and prompt rendering for judges live in the actors, not here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from assay.engine.errors import ConfigError
+from assay.engine.requests import GenerationRequest, GenerationResult
+
+
+class BackendSpec(BaseModel):
+    """Which backend runs which model, with what options."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backend: str = Field(description="Backend name: fake, transformers, vllm, openai.")
+    model: str = Field(description="Local path or hub id (openai: the served model name).")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Backend-specific options, validated by the backend's own options model.",
+    )
+
+
+@runtime_checkable
+class ModelBackend(Protocol):
+    """A loaded model that answers batches of requests."""
+
+    async def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        """One result per request, in order."""
+        ...
+
+    async def close(self) -> None:
+        """Releases the model (GPU memory, engine processes, HTTP connections)."""
+        ...
+
+
+BackendFactory = Callable[[BackendSpec], ModelBackend]
+
+# name -> "module:attribute" of a factory, imported only when the backend is built
+_BUILTIN: dict[str, str] = {
+    "fake": "assay.actors.backends.fake:create",
+    "transformers": "assay.actors.backends.transformers:create",
+    "vllm": "assay.actors.backends.vllm:create",
+    "openai": "assay.actors.backends.openai:create",
+}
+_REGISTRY: dict[str, BackendFactory] = {}
+
+
+def register_backend(name: str, factory: BackendFactory) -> None:
+    """Registers a backend factory under ``name``."""
+    _REGISTRY[name] = factory
+
+
+def backend_names() -> list[str]:
+    """Names of all backends (built-in and from entry points)."""
+    names = set(_BUILTIN) | set(_REGISTRY)
+    names |= {ep.name for ep in entry_points(group="assay.backends")}
+    return sorted(names)
+
+
+def _resolve(name: str) -> BackendFactory:
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    target = _BUILTIN.get(name)
+    if target is None:
+        for ep in entry_points(group="assay.backends"):
+            if ep.name == name:
+                factory: BackendFactory = ep.load()
+                return factory
+        raise ConfigError(f"unknown backend {name!r}; known: {', '.join(backend_names())}")
+    module, _, attr = target.partition(":")
+    factory = getattr(importlib.import_module(module), attr)
+    return factory  # type: ignore[no-any-return]
+
+
+def create_backend(spec: BackendSpec) -> ModelBackend:
+    """Builds (loads) the backend a spec names."""
+    return _resolve(spec.backend)(spec)
