@@ -33,13 +33,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from . import __version__
 from .errors import ConfigError, StorageError
 from .io import Location, StorageOptions, read_parquet, write_json_atomic, write_parquet_atomic
-from .records import Record
+from .records import Record, TestCase, conform
 from .suite import Suite, utc_now
 
 MANIFEST = "manifest.json"
 SUMMARY = "summary.json"
 DONE = "_done"
-_STAGE_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_STAGE_RE = re.compile(r"[a-z][a-z0-9_]*")
 
 RunStatus = Literal["created", "running", "completed", "failed"]
 
@@ -115,7 +115,8 @@ def read_shard(suite: Suite, shard: Shard) -> pa.Table:
             seen += n
             if seen >= shard.row_end:
                 break
-        return pa.Table.from_batches(out, schema=pf.schema_arrow)
+        table = pa.Table.from_batches(out, schema=pf.schema_arrow)
+    return conform(table, TestCase)
 
 
 class RunManifest(BaseModel):
@@ -161,7 +162,7 @@ class RunFolder:
 
     def __init__(self, output: str, run_id: str, storage_options: StorageOptions | None = None):
         """The folder ``<output>/<run_id>`` (nothing is created until written)."""
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", run_id):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", run_id):
             raise ConfigError(f"invalid run id {run_id!r}")
         self.run_id = run_id
         self.loc = Location.parse(output, storage_options).join(run_id)
@@ -213,7 +214,12 @@ class RunFolder:
 
     def update_manifest(self, **changes: Any) -> RunManifest:
         """Reads, changes and rewrites the manifest (the driver is its only writer)."""
-        return self.write_manifest(self.read_manifest().model_copy(update=changes))
+        merged = {**self.read_manifest().model_dump(), **changes}
+        try:
+            manifest = RunManifest.model_validate(merged)
+        except ValueError as exc:
+            raise ConfigError(f"invalid manifest update {sorted(changes)}: {exc}") from exc
+        return self.write_manifest(manifest)
 
     # -- parts and markers ---------------------------------------------------------------------
 
@@ -226,7 +232,12 @@ class RunFolder:
         return self.loc.join(DONE, f"{_check_stage(stage)}-{shard_id:05d}")
 
     def commit(self, stage: str, shard_id: int, table: pa.Table) -> Marker:
-        """Writes a shard's part atomically, then its completion marker."""
+        """Writes a shard's part atomically, then its completion marker.
+
+        A rerun of a committed shard first removes the old marker, so a crash in between leaves
+        the shard not done (redone on resume) rather than an old marker over a new part.
+        """
+        self.marker(stage, shard_id).remove()
         write_parquet_atomic(self.part(stage, shard_id), table)
         marker = Marker(stage=stage, shard_id=shard_id, rows=table.num_rows, committed_at=utc_now())
         write_json_atomic(self.marker(stage, shard_id), marker.model_dump())
@@ -296,6 +307,6 @@ class RunFolder:
 
 
 def _check_stage(stage: str) -> str:
-    if not _STAGE_RE.match(stage):
+    if not _STAGE_RE.fullmatch(stage):
         raise ConfigError(f"invalid stage name {stage!r}")
     return stage

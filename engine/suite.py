@@ -186,6 +186,10 @@ class SuiteWriter:
             raise StorageError(f"a suite already exists at {url} (pass overwrite to replace it)")
         if not overwrite and self.loc.exists() and not self.loc.isdir():
             raise StorageError(f"{url} exists and is not a folder")
+        if not overwrite and self.loc.isdir() and any(_is_part(p) for p in self._list_entries()):
+            raise StorageError(
+                f"{url} already holds Parquet files (pass overwrite to replace them)"
+            )
         self.rows_per_file = rows_per_file
         self.batch_rows = batch_rows
         self.batch_chars = batch_chars
