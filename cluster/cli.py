@@ -13,9 +13,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 import click
+from pydantic import ValidationError
+
 from assay.engine import __version__
 from assay.engine.errors import AssayError
-from pydantic import ValidationError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2

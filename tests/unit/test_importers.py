@@ -14,6 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from seval_data import ATTACKS, L1, attack_rows, base_rows, write_jsonl, write_seval_release
+
 from assay.engine.importers import (
     ImportConfig,
     ImportFailed,
@@ -23,7 +25,6 @@ from assay.engine.importers import (
     read_rejects,
 )
 from assay.engine.suite import open_suite
-from seval_data import ATTACKS, L1, attack_rows, base_rows, write_jsonl, write_seval_release
 
 
 def run_import(fmt: str, source: Path | str, out: Path | str, **kw: object) -> ImportReport:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from assay.engine.errors import InputError
 from assay.engine.importers import readers
 from assay.engine.importers.readers import iter_lines, iter_records

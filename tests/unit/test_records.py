@@ -5,6 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pydantic import ValidationError
+
 from assay.engine.records import (
     RECORD_TYPES,
     SCHEMA_VERSION,
@@ -16,7 +18,6 @@ from assay.engine.records import (
     make_test_id,
     schema_version_of,
 )
-from pydantic import ValidationError
 
 
 def case(**kw: object) -> TestCase:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import fsspec
 import pytest
+
 from assay.engine.taxonomy import (
     SEVAL_L1,
     RiskTree,
