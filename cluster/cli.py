@@ -283,6 +283,56 @@ def taxonomy_show(name: str) -> None:
         click.echo(f"{cat.code:<28} {cat.name:<40} -> {mapped}")
 
 
+# -- run ---------------------------------------------------------------------------------------
+
+
+@cli.command("run")
+@click.argument("config")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config field by dotted path: targets.0.sampling.max_tokens=32.",
+)
+@click.option("--output", "-o", help="Folder (any fsspec URL) for run folders (config: output).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def run_cmd(config: str, overrides: tuple[str, ...], output: str | None, as_json: bool) -> None:
+    """Run every target over the suite and every judge over the answers; write the run folder.
+
+    Running the same command again resumes: finished shards are skipped, and a completed run
+    does no model work.
+
+    \b
+    Examples:
+      python examples/make_tiny_models.py models
+      assay run examples/offline.yaml --output runs
+      assay run examples/offline.yaml --set shard_size=32 --set executor.kind=local
+    """
+    from assay.cluster.run import run
+    from assay.engine.config import load_config
+    from assay.engine.summary import format_summary
+
+    sets = list(overrides) + ([f"output={output}"] if output else [])
+    cfg = load_config(config, sets)
+    result = run(cfg)
+    if as_json:
+        click.echo(json.dumps({**result.__dict__}, indent=2, default=str))
+        return
+    if result.nothing_to_do:
+        click.echo(
+            f"run {result.run_id}: nothing to do, all {result.shards_total} shards are done "
+            f"({result.url})"
+        )
+    else:
+        click.echo(
+            f"run {result.run_id}: {result.shards_run} shard(s) run, "
+            f"{result.shards_done_before} already done; {result.rows_generated:,} generations, "
+            f"{result.rows_judged:,} verdicts in {result.seconds:.1f} s -> {result.url}"
+        )
+    click.echo(format_summary(result.summary))
+
+
 # -- skeleton: commands that later versions fill ---------------------------------------------------
 
 
@@ -303,11 +353,6 @@ def _planned(name: str, summary: str, example: str) -> Callable[..., None]:
     return command
 
 
-_planned(
-    "run",
-    "Run targets and judges over a suite into a run folder.",
-    "assay run examples/run.yaml --output runs/",
-)
 _planned(
     "report",
     "Metrics, comparison and an HTML report from a run folder.",

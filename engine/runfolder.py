@@ -287,6 +287,20 @@ class RunFolder:
                 )
             yield shard_id, table
 
+    def read_stage_part(self, stage: str, shard_id: int) -> pa.Table:
+        """One committed part (StorageError if the shard is not committed or does not match)."""
+        loc = self.marker(stage, shard_id)
+        if not loc.exists():
+            raise StorageError(f"{stage} shard {shard_id} of run {self.run_id} is not committed")
+        marker = Marker.model_validate_json(loc.read_bytes())
+        table = read_parquet(self.part(stage, shard_id))
+        if table.num_rows != marker.rows:
+            raise StorageError(
+                f"{self.part(stage, shard_id).url} has {table.num_rows} rows, its marker says "
+                f"{marker.rows}"
+            )
+        return table
+
     def read_stage(self, stage: str) -> pa.Table:
         """All committed rows of a stage as one table (empty if none)."""
         tables = [t for _, t in self.iter_stage(stage)]

@@ -67,7 +67,8 @@ def test_seval_import_json_report_and_rejects(tmp_path: Path) -> None:
         (["suite", "info", "/does/not/exist"], "no suite at /does/not/exist"),
         (["import", "jsonl", "x.jsonl", "-o", "y", "--map", "novalue"], "expected KEY=VALUE"),
         (["taxonomy", "show", "nope"], "nope"),
-        (["run", "config.yaml"], "`assay run` is not available"),
+        (["run", "config.yaml"], "no config file at config.yaml"),
+        (["report", "x"], "`assay report` is not available"),
     ],
 )
 def test_errors_are_one_clear_line(tmp_path: Path, args: list[str], message: str) -> None:

@@ -1,0 +1,217 @@
+"""Executors: pools of model actors, on Ray or in-process, behind one small interface.
+
+A pool holds the replicas of one model (targets' ``GeneratorActor``s, judges' ``JudgeActor``s)
+and sends each call to the replica with the fewest calls in flight. ``RayExecutor`` places actors
+with the resources of the model's spec (fractional CPUs for CPU models, GPUs for GPU models) on the
+local Ray or a cluster; ``LocalExecutor`` builds the same classes in this process (tests, and
+single-machine runs without Ray).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Protocol
+
+from assay.engine.config import ExecutorSpec, JudgeSpec, ModelSpec, TargetSpec
+from assay.engine.errors import FatalError
+
+log = logging.getLogger(__name__)
+
+
+class Pool(Protocol):
+    """Replicas of one model."""
+
+    name: str
+
+    async def call(self, method: str, payload: Any) -> Any:
+        """Calls ``method(payload)`` on the least-busy replica."""
+        ...
+
+    async def close(self) -> None:
+        """Releases the replicas."""
+        ...
+
+
+class Executor(Protocol):
+    """Creates pools and shuts down."""
+
+    async def pool(self, kind: str, spec: ModelSpec, max_retries: int, backoff_s: float) -> Pool:
+        """A ready pool for a target (kind 'target') or a judge (kind 'judge')."""
+        ...
+
+    async def shutdown(self) -> None:
+        """Releases everything."""
+        ...
+
+
+def _actor_class(kind: str) -> type:
+    from assay.actors.workers import GeneratorActor, JudgeActor
+
+    return GeneratorActor if kind == "target" else JudgeActor
+
+
+class _LeastBusy:
+    def __init__(self, n: int):
+        self.in_flight = [0] * n
+
+    def pick(self) -> int:
+        return min(range(len(self.in_flight)), key=self.in_flight.__getitem__)
+
+
+class LocalPool:
+    """Replicas built in this process."""
+
+    def __init__(self, name: str, replicas: list[Any]):
+        """Wraps already-built actor objects."""
+        self.name = name
+        self.replicas = replicas
+        self._busy = _LeastBusy(len(replicas))
+
+    async def call(self, method: str, payload: Any) -> Any:
+        """Calls the least-busy replica directly."""
+        i = self._busy.pick()
+        self._busy.in_flight[i] += 1
+        try:
+            return await getattr(self.replicas[i], method)(payload)
+        finally:
+            self._busy.in_flight[i] -= 1
+
+    async def close(self) -> None:
+        """Closes every replica."""
+        for r in self.replicas:
+            await r.close()
+
+
+class LocalExecutor:
+    """Builds actors in this process."""
+
+    def __init__(self) -> None:
+        """No state but the pools made."""
+        self.pools: list[LocalPool] = []
+
+    async def pool(self, kind: str, spec: ModelSpec, max_retries: int, backoff_s: float) -> Pool:
+        """Builds ``spec.resources.replicas`` actors here."""
+        cls = _actor_class(kind)
+        replicas = [cls(spec, max_retries, backoff_s) for _ in range(spec.resources.replicas)]
+        pool = LocalPool(spec.name, replicas)
+        self.pools.append(pool)
+        return pool
+
+    async def shutdown(self) -> None:
+        """Closes every pool."""
+        for p in self.pools:
+            await p.close()
+        self.pools.clear()
+
+
+class RayPool:
+    """Replicas as Ray actors."""
+
+    def __init__(self, name: str, actors: list[Any]):
+        """Wraps Ray actor handles."""
+        self.name = name
+        self.actors = actors
+        self._busy = _LeastBusy(len(actors))
+
+    async def call(self, method: str, payload: Any) -> Any:
+        """Calls the least-busy actor and awaits its result."""
+        i = self._busy.pick()
+        self._busy.in_flight[i] += 1
+        try:
+            return await getattr(self.actors[i], method).remote(payload)
+        finally:
+            self._busy.in_flight[i] -= 1
+
+    async def close(self) -> None:
+        """Closes the backends (so engines shut down cleanly), then kills the actors."""
+        import ray
+
+        for a in self.actors:
+            try:
+                await a.close.remote()
+            except Exception as exc:  # an actor already dead has nothing to close
+                log.debug("closing %s: %s", self.name, exc)
+            ray.kill(a)
+
+
+class RayExecutor:
+    """Places actors on a Ray cluster (started locally when no address is given)."""
+
+    def __init__(self, spec: ExecutorSpec):
+        """Starts or joins Ray."""
+        import ray
+
+        self.started = False
+        if not ray.is_initialized():
+            if spec.address is None:
+                # A private local cluster: no token needed between our own processes.
+                os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            ray.init(
+                address=spec.address,
+                num_cpus=spec.num_cpus or (8 if spec.address is None else None),
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                log_to_driver=True,
+                configure_logging=False,
+            )
+            self.started = True
+        self.pools: list[RayPool] = []
+
+    async def pool(self, kind: str, spec: ModelSpec, max_retries: int, backoff_s: float) -> Pool:
+        """Creates the replicas and waits until each has loaded its model."""
+        import ray
+
+        cls = ray.remote(_actor_class(kind))
+        res = spec.resources
+        actors = [
+            cls.options(  # type: ignore[attr-defined]
+                num_cpus=res.num_cpus,
+                num_gpus=res.num_gpus,
+                max_concurrency=max(4, spec.max_in_flight),
+                name=None,
+            ).remote(spec, max_retries, backoff_s)
+            for _ in range(res.replicas)
+        ]
+        try:
+            for a in actors:
+                await a.ready.remote()
+        except Exception as exc:
+            for a in actors:
+                ray.kill(a)
+            raise FatalError(
+                f"{kind} {spec.name!r} ({spec.model}) failed to start: {_root_cause(exc)}"
+            ) from exc
+        pool = RayPool(spec.name, actors)
+        self.pools.append(pool)
+        return pool
+
+    async def shutdown(self) -> None:
+        """Closes the pools, and stops Ray if this executor started it."""
+        import ray
+
+        for p in self.pools:
+            await p.close()
+        self.pools.clear()
+        if self.started:
+            ray.shutdown()
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost meaningful message of a Ray error chain."""
+    cause: BaseException = exc
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    text = str(cause).strip().splitlines()
+    useful = [ln for ln in text if "FatalError" in ln or "Error:" in ln]
+    return (useful[-1] if useful else (text[-1] if text else type(cause).__name__))[:500]
+
+
+def make_executor(spec: ExecutorSpec) -> Executor:
+    """The executor a run config asks for."""
+    if spec.kind == "local":
+        return LocalExecutor()
+    return RayExecutor(spec)
+
+
+__all__ = ["JudgeSpec", "LocalExecutor", "Pool", "RayExecutor", "TargetSpec", "make_executor"]

@@ -1,0 +1,349 @@
+"""``assay run``: every suite row answered by each target, every answer judged by each judge.
+
+The flow, per shard of the plan written into the manifest before any work starts::
+
+    suite rows -> (each target) GeneratorActor -> commit generations part
+               -> (each target x judge) JudgeActor, starting per target as soon as that target's
+                  answers for the shard are back -> commit verdicts part
+
+Several shards are in flight at once (``max_shards_in_flight``) so every actor is fed from several
+shards; within an actor the engine batches concurrent calls (vLLM continuously). A rerun of the
+same config is a resume: shards whose verdicts marker exists are skipped, shards whose generations
+marker exists are only judged, and a completed run does no model work and starts no actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from assay.engine.config import RunConfig, SuiteSpec
+from assay.engine.errors import AssayError, ConfigError, FatalError
+from assay.engine.importers import ImportConfig, import_suite
+from assay.engine.io import Location
+from assay.engine.records import Generation, TestCase, Verdict
+from assay.engine.runfolder import (
+    RunFolder,
+    RunManifest,
+    Shard,
+    ShardPlan,
+    canonical_hash,
+    plan_shards,
+    read_shard,
+    software_versions,
+)
+from assay.engine.suite import SUITE_MANIFEST, Suite, open_suite
+from assay.engine.summary import summarize
+
+from .executors import Executor, Pool, make_executor
+
+log = logging.getLogger(__name__)
+
+GENERATIONS = "generations"
+VERDICTS = "verdicts"
+GIVEN = "given"
+"""Target name of responses that come with the suite (label-level datasets)."""
+
+
+@dataclass
+class RunResult:
+    """What a run did."""
+
+    run_id: str
+    url: str
+    shards_total: int
+    shards_done_before: int
+    shards_run: int
+    rows_generated: int = 0
+    rows_judged: int = 0
+    seconds: float = 0.0
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def nothing_to_do(self) -> bool:
+        """Whether every shard was already done."""
+        return self.shards_run == 0
+
+
+def derive_run_id(cfg: RunConfig) -> str:
+    """The run id: given, or a hash of the fields that change results."""
+    return cfg.run_id or f"run-{canonical_hash(cfg.result_fields(), 12)}"
+
+
+def resolve_suite(cfg: RunConfig) -> Suite:
+    """Opens the suite, importing it into ``<output>/_suites/`` first if it is a source file."""
+    spec: SuiteSpec = cfg.suite
+    if spec.format == "suite":
+        return open_suite(spec.url, cfg.storage_options)
+    key = canonical_hash(spec.model_dump(mode="json", exclude={"limit"}), 12)
+    name = Location.parse(spec.url).name.split(".")[0] or "suite"
+    out = Location.parse(cfg.output, cfg.storage_options).join("_suites", f"{name}-{key}")
+    if not out.join(SUITE_MANIFEST).exists():
+        import_suite(
+            ImportConfig(
+                format=spec.format,
+                source=spec.url,
+                output=out.url,
+                name=name,
+                storage_options=cfg.storage_options,
+                overwrite=True,
+                **spec.import_options,
+            )
+        )
+    return open_suite(out.url, cfg.storage_options)
+
+
+def _limit_plan(plan: ShardPlan, limit: int | None) -> ShardPlan:
+    if limit is None or limit >= plan.total_rows:
+        return plan
+    shards: list[Shard] = []
+    left = limit
+    for s in plan.shards:
+        if left <= 0:
+            break
+        take = min(s.rows, left)
+        shards.append(s.model_copy(update={"row_end": s.row_start + take}))
+        left -= take
+    return ShardPlan(shard_size=plan.shard_size, total_rows=limit, shards=shards)
+
+
+class _Progress:
+    """Rows per stage on a tqdm bar when attached to a terminal, silent otherwise."""
+
+    def __init__(self, enabled: bool, total_rows: int, done_rows: int):
+        self.bar: Any = None
+        if enabled and sys.stderr.isatty():
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total_rows, initial=done_rows, unit="row", desc="judged")
+            except ImportError:
+                self.bar = None
+
+    def add(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _Runner:
+    """State of one run while it executes."""
+
+    def __init__(self, cfg: RunConfig, suite: Suite, folder: RunFolder, manifest: RunManifest):
+        self.cfg = cfg
+        self.suite = suite
+        self.folder = folder
+        self.manifest = manifest
+        self.targets: dict[str, Pool] = {}
+        self.judges: dict[str, Pool] = {}
+        self.rows_generated = 0
+        self.rows_judged = 0
+
+    async def start_pools(self, executor: Executor, need_targets: bool) -> None:
+        cfg = self.cfg
+        if need_targets:
+            for t in cfg.targets:
+                self.targets[t.name] = await executor.pool(
+                    "target", t, cfg.max_retries, cfg.retry_backoff_s
+                )
+        for j in cfg.judges:
+            self.judges[j.name] = await executor.pool(
+                "judge", j, cfg.max_retries, cfg.retry_backoff_s
+            )
+
+    async def process(self, shard: Shard, progress: _Progress) -> None:
+        cases = TestCase.from_table(read_shard(self.suite, shard))
+        if self.folder.is_done(GENERATIONS, shard.shard_id):
+            table = self.folder.read_stage_part(GENERATIONS, shard.shard_id)
+            gens = Generation.from_table(table)
+            by_target: dict[str, list[Generation]] = {}
+            for g in gens:
+                by_target.setdefault(g.target, []).append(g)
+            flows = [self._judge_target(cases, name, g) for name, g in by_target.items()]
+            results = await asyncio.gather(*flows)
+            verdicts = [v for _, vs in results for v in vs]
+        else:
+            flows = [self._target_flow(cases, name) for name in self._target_names(cases)]
+            results = await asyncio.gather(*flows)
+            gens = [g for gs, _ in results for g in gs]
+            self.folder.commit(GENERATIONS, shard.shard_id, Generation.to_table(gens))
+            self.rows_generated += len(gens)
+            verdicts = [v for _, vs in results for v in vs]
+        self.folder.commit(VERDICTS, shard.shard_id, Verdict.to_table(verdicts))
+        self.rows_judged += len(verdicts)
+        progress.add(len(cases))
+
+    def _target_names(self, cases: list[TestCase]) -> list[str]:
+        names = []
+        if any(c.response is not None for c in cases):
+            names.append(GIVEN)
+        if any(c.response is None for c in cases):
+            names.extend(self.targets)
+        return names
+
+    async def _target_flow(
+        self, cases: list[TestCase], target: str
+    ) -> tuple[list[Generation], list[Verdict]]:
+        gens = await self._generate(cases, target)
+        _, verdicts = await self._judge_target(cases, target, gens)
+        return gens, verdicts
+
+    async def _generate(self, cases: list[TestCase], target: str) -> list[Generation]:
+        if target == GIVEN:
+            return [
+                Generation(
+                    test_id=c.test_id, target=GIVEN, response=c.response, finish_reason="given"
+                )
+                for c in cases
+                if c.response is not None
+            ]
+        from assay.actors.workers import Prompt
+
+        todo = [Prompt(c.test_id, c.text) for c in cases if c.response is None]
+        spec = next(t for t in self.cfg.targets if t.name == target)
+        chunks = [todo[i : i + spec.max_batch] for i in range(0, len(todo), spec.max_batch)]
+        parts = await asyncio.gather(*(self.targets[target].call("generate", c) for c in chunks))
+        return [g for part in parts for g in part]
+
+    async def _judge_target(
+        self, cases: list[TestCase], target: str, gens: list[Generation]
+    ) -> tuple[list[Generation], list[Verdict]]:
+        from assay.actors.workers import JudgeTask
+
+        by_id = {c.test_id: c for c in cases}
+        tasks = [
+            JudgeTask(
+                g.test_id, target, by_id[g.test_id].text, g.response, by_id[g.test_id].lang, g.error
+            )
+            for g in gens
+        ]
+        flows = []
+        for j in self.cfg.judges:
+            chunks = [tasks[i : i + j.max_batch] for i in range(0, len(tasks), j.max_batch)]
+            flows.extend(self.judges[j.name].call("judge", c) for c in chunks)
+        parts = await asyncio.gather(*flows)
+        return gens, [v for part in parts for v in part]
+
+
+async def _run_async(
+    cfg: RunConfig, suite: Suite, folder: RunFolder, manifest: RunManifest, todo: list[Shard]
+) -> _Runner:
+    runner = _Runner(cfg, suite, folder, manifest)
+    need_targets = any(not folder.is_done(GENERATIONS, s.shard_id) for s in todo)
+    executor = make_executor(cfg.executor)
+    done_rows = manifest.plan.total_rows - sum(s.rows for s in todo)
+    progress = _Progress(cfg.progress, manifest.plan.total_rows, done_rows)
+    try:
+        await runner.start_pools(executor, need_targets and bool(cfg.targets))
+        gate = asyncio.Semaphore(cfg.max_shards_in_flight)
+        failure: list[BaseException] = []
+
+        async def one(shard: Shard) -> None:
+            async with gate:
+                if failure:
+                    return  # stop scheduling new shards after a failure; committed work stays
+                try:
+                    await runner.process(shard, progress)
+                except BaseException as exc:
+                    failure.append(exc)
+
+        await asyncio.gather(*(one(s) for s in todo))
+        if failure:
+            raise failure[0]
+        return runner
+    finally:
+        progress.close()
+        await executor.shutdown()
+
+
+def run(cfg: RunConfig) -> RunResult:
+    """Runs (or resumes) the run a config describes; returns what it did."""
+    started = time.monotonic()
+    suite = resolve_suite(cfg)
+    plan = _limit_plan(plan_shards(suite, cfg.shard_size), cfg.suite.limit)
+    if plan.total_rows == 0:
+        raise ConfigError(f"the suite {suite.url} has no rows")
+    run_id = derive_run_id(cfg)
+    folder = RunFolder(cfg.output, run_id, cfg.storage_options)
+    _, fingerprint = suite.scan() if suite.manifest is None else (None, suite.manifest.fingerprint)
+    manifest = folder.init(
+        RunManifest(
+            run_id=run_id,
+            config=cfg.model_dump(mode="json"),
+            config_hash=canonical_hash(cfg.result_fields()),
+            suite_url=suite.url,
+            suite_fingerprint=fingerprint,
+            plan=plan,
+            stages=[GENERATIONS, VERDICTS],
+            versions=software_versions(),
+        )
+    )
+    done = folder.done_shards(VERDICTS)
+    todo = [s for s in manifest.plan.shards if s.shard_id not in done]
+    result = RunResult(
+        run_id=run_id,
+        url=folder.url,
+        shards_total=len(manifest.plan.shards),
+        shards_done_before=len(done),
+        shards_run=len(todo),
+    )
+    if todo:
+        if not cfg.targets:
+            _check_all_rows_have_responses(suite, todo)
+        folder.update_manifest(status="running", error=None)
+        try:
+            runner = asyncio.run(_run_async(cfg, suite, folder, manifest, todo))
+        except BaseException as exc:
+            message = str(exc) if isinstance(exc, AssayError) else f"{type(exc).__name__}: {exc}"
+            done_now = len(folder.done_shards(VERDICTS))
+            folder.update_manifest(status="failed", error=message[:2000])
+            if isinstance(exc, AssayError):
+                raise FatalError(
+                    f"run {run_id} failed ({done_now}/{result.shards_total} shards done, "
+                    f"rerun to resume): {message}"
+                ) from exc
+            raise
+        result.rows_generated = runner.rows_generated
+        result.rows_judged = runner.rows_judged
+    summary = summarize(
+        folder.read_stage(VERDICTS),
+        suite_rows(suite, manifest.plan),
+        generations=folder.read_stage(GENERATIONS),
+    )
+    summary.update(
+        {
+            "run_id": run_id,
+            "suite_fingerprint": manifest.suite_fingerprint,
+            "config_hash": manifest.config_hash,
+        }
+    )
+    if todo or folder.read_manifest().status != "completed":
+        folder.write_summary(summary)
+        folder.update_manifest(status="completed", error=None)
+    result.summary = summary
+    result.seconds = round(time.monotonic() - started, 3)
+    return result
+
+
+def suite_rows(suite: Suite, plan: ShardPlan) -> pa.Table:
+    """The suite columns metrics need, for the rows the plan covers."""
+    cols = ["test_id", "lang", "risk", "attack", "base_id", "label"]
+    tables = [read_shard(suite, s).select(cols) for s in plan.shards]
+    return pa.concat_tables(tables) if tables else pa.table({c: [] for c in cols})
+
+
+def _check_all_rows_have_responses(suite: Suite, shards: list[Shard]) -> None:
+    missing = sum(read_shard(suite, s).column("response").null_count for s in shards)
+    if missing:
+        raise ConfigError(
+            f"{missing:,} suite rows have no response to judge and the config names no targets"
+        )

@@ -1,0 +1,249 @@
+"""Run configuration: one pydantic object that the CLI builds from YAML plus ``--set`` overrides.
+
+Every field has a default where one makes sense and a description; unknown keys are rejected with
+a message naming them. ``run_id`` is derived from the fields that change results (suite, targets,
+judges, taxonomy), so the same config resumes the same run.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+from .io import Location, StorageOptions
+from .requests import SamplingParams
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SuiteSpec(_Strict):
+    """Which suite a run covers."""
+
+    url: str = Field(description="A suite folder or file (any fsspec URL), or a source to import.")
+    format: str = Field(
+        default="suite",
+        description="'suite' for a suite written by assay (or any TestCase Parquet); otherwise an "
+        "importer name (jsonl, s-eval, ...) and the source is imported into the output first.",
+    )
+    import_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra ImportConfig fields for a source that is imported (mapping, lang...).",
+    )
+    limit: int | None = Field(
+        default=None, ge=1, description="Use only the first N rows (for smoke tests)."
+    )
+
+
+class Resources(_Strict):
+    """What one replica of a model needs from the cluster."""
+
+    replicas: int = Field(default=1, ge=1, description="Actors serving this model.")
+    num_cpus: float = Field(default=1.0, ge=0, description="CPUs per replica (fractions allowed).")
+    num_gpus: float = Field(default=0.0, ge=0, description="GPUs per replica.")
+
+
+class ModelSpec(_Strict):
+    """A model: a name for reports, a backend, the model path or id, and how to run it."""
+
+    name: str = Field(description="Name used in results (target or judge column).")
+    backend: str = Field(default="transformers", description="fake, transformers, vllm, openai.")
+    model: str = Field(description="Local path or hub id (openai: the served model name).")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Backend options (validated by the backend)."
+    )
+    resources: Resources = Field(default_factory=Resources, description="Replicas and resources.")
+    max_batch: int = Field(default=16, ge=1, description="Requests per backend call.")
+    max_in_flight: int = Field(
+        default=64, ge=1, description="Requests in flight per replica (backpressure)."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError(f"invalid name {value!r}: letters, digits, '.', '_', '-' (max 64)")
+        return value
+
+
+class TargetSpec(ModelSpec):
+    """A model under test."""
+
+    sampling: SamplingParams = Field(
+        default_factory=lambda: SamplingParams(max_tokens=256), description="Decoding parameters."
+    )
+    system_prompt: str | None = Field(default=None, description="System message, if any.")
+
+
+class JudgeSpec(ModelSpec):
+    """A safety judge: a judge format on a model."""
+
+    format: str = Field(description="Judge format: llama-guard-3, qwen3guard, safety-j, ...")
+    format_options: dict[str, Any] = Field(
+        default_factory=dict, description="Options of the judge format (e.g. mode: strict)."
+    )
+    sampling: SamplingParams | None = Field(
+        default=None, description="Decoding parameters (default: the format's own)."
+    )
+
+
+class ExecutorSpec(_Strict):
+    """Where the actors run."""
+
+    kind: Literal["ray", "local"] = Field(
+        default="ray", description="ray: Ray actors (local Ray or a cluster); local: in-process."
+    )
+    address: str | None = Field(
+        default=None, description="Ray address to join ('auto', 'ray://...'); None starts one."
+    )
+    num_cpus: int | None = Field(
+        default=None, ge=1, description="Logical CPUs of a Ray started here (default: 8)."
+    )
+
+
+class RunConfig(_Strict):
+    """A run: a suite, targets that answer it, judges that label the answers, an output."""
+
+    suite: SuiteSpec = Field(description="The suite.")
+    targets: list[TargetSpec] = Field(
+        default_factory=list,
+        description="Models under test. May be empty when every suite row carries a response.",
+    )
+    judges: list[JudgeSpec] = Field(description="Judges; at least one.", min_length=1)
+    output: str = Field(default="runs", description="Folder (any fsspec URL) holding run folders.")
+    run_id: str | None = Field(default=None, description="Run id (default: derived from config).")
+    shard_size: int = Field(default=128, ge=1, description="Rows per shard.")
+    max_shards_in_flight: int = Field(
+        default=4, ge=1, description="Shards processed at once (bounds driver memory)."
+    )
+    max_retries: int = Field(default=3, ge=0, description="Retries of a failed backend call.")
+    retry_backoff_s: float = Field(default=1.0, ge=0, description="First retry delay, doubling.")
+    taxonomy: str | None = Field(
+        default=None, description="YAML extending S-Eval with L3/L4 (default: built-in S-Eval)."
+    )
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec, description="Executor.")
+    storage_options: StorageOptions = Field(
+        default_factory=dict, description="fsspec options for suite and output."
+    )
+    progress: bool = Field(default=True, description="Show a progress bar on a terminal.")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> RunConfig:
+        for kind, specs in (("target", self.targets), ("judge", self.judges)):
+            names = [s.name for s in specs]
+            dup = {n for n in names if names.count(n) > 1}
+            if dup:
+                raise ValueError(f"duplicate {kind} names: {sorted(dup)}")
+        return self
+
+    def result_fields(self) -> dict[str, Any]:
+        """The fields that change results; their hash names the run."""
+        data = self.model_dump(mode="json")
+        keep = ("suite", "targets", "judges", "taxonomy")
+        out = {k: data[k] for k in keep}
+        for spec in out["targets"] + out["judges"]:
+            spec.pop("resources", None)  # where a model runs does not change what it answers
+            spec.pop("max_in_flight", None)
+            spec.pop("max_batch", None)
+        return out
+
+
+def load_config(
+    path: str | None, overrides: list[str] | None = None, base: dict[str, Any] | None = None
+) -> RunConfig:
+    """Reads a YAML config (any fsspec URL), applies ``key=value`` overrides, and validates."""
+    data: dict[str, Any] = copy.deepcopy(base) if base else {}
+    if path is not None:
+        try:
+            raw = Location.parse(path).read_bytes()
+        except FileNotFoundError:
+            raise ConfigError(f"no config file at {path}") from None
+        try:
+            loaded = yaml.safe_load(raw) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must hold a mapping at the top level")
+        data.update(loaded)
+        _resolve_relative_paths(data, Path(path).parent if "://" not in path else None)
+    for item in overrides or []:
+        apply_override(data, item)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, path)) from None
+
+
+def _resolve_relative_paths(data: dict[str, Any], folder: Path | None) -> None:
+    """Paths starting with './' or '../' in a config file are relative to the file."""
+    if folder is None:
+        return
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, str) and value.startswith(("./", "../")):
+            return str((folder / value).resolve())
+        return value
+
+    suite = data.get("suite")
+    if isinstance(suite, dict) and "url" in suite:
+        suite["url"] = fix(suite["url"])
+    for key in ("targets", "judges"):
+        for spec in data.get(key) or []:
+            if isinstance(spec, dict) and "model" in spec:
+                spec["model"] = fix(spec["model"])
+    if "taxonomy" in data:
+        data["taxonomy"] = fix(data["taxonomy"])
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """Applies ``a.b.0.c=value`` (value parsed as YAML) to nested dicts and lists."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    parts = key.split(".")
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"--set {key}: {part!r} is not an index of a {len(node)}-list")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise ConfigError(f"--set {key}: {'.'.join(parts[:i])} is not a mapping or list")
+
+
+def describe_validation_error(exc: ValidationError, source: str | None) -> str:
+    """One line per problem: where in the config, and what is wrong."""
+    lines = []
+    for err in exc.errors()[:8]:
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown key {where!r}")
+        elif err["type"] == "missing":
+            lines.append(f"missing required key {where!r}")
+        else:
+            lines.append(f"{where}: {err['msg']}")
+    head = f"invalid run config{f' {source}' if source else ''}: "
+    more = f" (and {exc.error_count() - 8} more)" if exc.error_count() > 8 else ""
+    return head + "; ".join(lines) + more

@@ -1,0 +1,65 @@
+"""Safety-judge formats: prompt building, strict output parsing and the risk score.
+
+Each judge model has a :class:`JudgeFormat`, registered by name::
+
+    from assay.engine.judges import JudgeItem, get_judge
+
+    judge = get_judge("qwen3guard", mode="strict")
+    request = judge.build_request(JudgeItem(prompt=p, response=r, lang="en"), "row-1")
+    # ... a backend generates ``result`` for ``request`` ...
+    parsed = judge.parse(result.text)              # label, categories, critique, parse_ok
+    score = judge.risk_score(result.label_logprobs)  # P(unsafe) or None
+
+Built in: ``llama-guard-3``, ``llama-guard-4``, ``aegis``, ``qwen3guard``, ``shieldlm``,
+``safety-j``, ``nemoguard``, ``harmbench`` and ``assay-critique``. Untrusted text is fenced into
+its slot of the prompt (see :class:`Fence`), and output that cannot be read strictly is left
+without a label.
+"""
+
+from __future__ import annotations
+
+from . import assay_critique, dialogue, harmbench, llama_guard, nemoguard, qwen3guard
+from ._fence import Fence
+from .assay_critique import AssayCritique, AssayCritiqueOptions
+from .base import (
+    Delimiters,
+    JudgeFormat,
+    JudgeItem,
+    JudgeOptions,
+    ParsedOutput,
+    StrictLooseOptions,
+    get_judge,
+    judge_names,
+    register_judge,
+)
+from .dialogue import SafetyJ, ShieldLM
+from .harmbench import HarmBench
+from .llama_guard import Aegis, AegisOptions, LlamaGuard3, LlamaGuard4
+from .nemoguard import NemoGuard
+from .qwen3guard import Qwen3Guard
+
+del assay_critique, dialogue, harmbench, llama_guard, nemoguard, qwen3guard
+
+__all__ = [
+    "Aegis",
+    "AegisOptions",
+    "AssayCritique",
+    "AssayCritiqueOptions",
+    "Delimiters",
+    "Fence",
+    "HarmBench",
+    "JudgeFormat",
+    "JudgeItem",
+    "JudgeOptions",
+    "LlamaGuard3",
+    "LlamaGuard4",
+    "NemoGuard",
+    "ParsedOutput",
+    "Qwen3Guard",
+    "SafetyJ",
+    "ShieldLM",
+    "StrictLooseOptions",
+    "get_judge",
+    "judge_names",
+    "register_judge",
+]

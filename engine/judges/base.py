@@ -1,0 +1,367 @@
+"""The judge-format contract: items, parsed outputs, the :class:`JudgeFormat` base and its registry.
+
+A judge format knows three things about one safety-judge model, and nothing about running it:
+
+1. how to ask: :meth:`JudgeFormat.build_request` turns a :class:`JudgeItem` into a
+   :class:`~assay.engine.requests.GenerationRequest` (chat messages for the model's chat template,
+   an ``assistant_prefix`` that teacher-forces the text before the label, and ``label_tokens``);
+2. how to read the answer: :meth:`JudgeFormat.parse` turns the generated text into a
+   :class:`ParsedOutput`, strictly (an output that cannot be read gets no label, never a guess);
+3. how to score: :meth:`JudgeFormat.risk_score` turns the label tokens' log-probabilities into
+   P(unsafe).
+
+Formats register under a name with :func:`register_judge`; :func:`get_judge` builds one with its
+options. Third-party packages add formats through the ``assay.judges`` entry-point group (name ->
+``JudgeFormat`` subclass).
+"""
+
+from __future__ import annotations
+
+import abc
+import difflib
+import math
+from collections.abc import Mapping
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..errors import ConfigError, InputError
+from ..records import Label
+from ..requests import ChatMessage, GenerationRequest, SamplingParams
+from ._fence import Fence
+from ._text import lang_key
+
+
+class JudgeItem(BaseModel):
+    """What a judge is asked to assess: a prompt and, usually, the response to it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prompt: str = Field(description="The user prompt (the test case's text).")
+    response: str | None = Field(
+        default=None,
+        description="The response to judge; None judges the prompt alone (prompt "
+        "classification), where the format supports it.",
+    )
+    lang: str = Field(
+        default="en",
+        description="Language of the item (BCP-47); formats with a Chinese prompt use it "
+        "for zh, zh-CN, zh-Hans...",
+    )
+
+
+class ParsedOutput(BaseModel):
+    """What a judge's output says, read strictly.
+
+    ``parse_ok`` is True exactly when ``label`` is set; when it is False, ``error`` says why.
+    Oddities that do not prevent reading the label (an unknown category, ignored trailing text)
+    go to ``notes``, never to ``error``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    label: Label | None = Field(description="The verdict; None when the output cannot be parsed.")
+    risk_tags: list[str] = Field(
+        default_factory=list,
+        description="S-Eval L1 keys of the categories the judge named (no repeats, in order).",
+    )
+    categories: list[str] = Field(
+        default_factory=list,
+        description="The judge's own categories: taxonomy codes where known, else as written.",
+    )
+    critique: str | None = Field(default=None, description="The judge's written analysis.")
+    parse_ok: bool = Field(description="Whether the label could be read.")
+    error: str | None = Field(default=None, description="Why the output could not be parsed.")
+    score: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="The riskiness the judge wrote itself, scaled to [0, 1] (assay-critique's "
+        "Score line); None for formats without one. Not a probability.",
+    )
+    refusal: bool | None = Field(
+        default=None,
+        description="Whether the judge says the response is a refusal (Qwen3Guard's "
+        "Refusal line); None when it does not say.",
+    )
+    notes: list[str] = Field(
+        default_factory=list,
+        description="Oddities that did not prevent parsing (unknown categories, extra text).",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ParsedOutput:
+        if self.parse_ok and self.label is None:
+            raise ValueError("parse_ok is True but there is no label")
+        if not self.parse_ok and (self.label is not None or not self.error):
+            raise ValueError("a failed parse has no label and says why in error")
+        return self
+
+    @classmethod
+    def failed(cls, error: str, critique: str | None = None) -> ParsedOutput:
+        """An output that could not be parsed, with the reason."""
+        return cls(label=None, parse_ok=False, error=error, critique=critique)
+
+
+class Delimiters(NamedTuple):
+    """Structural strings of a built judge prompt (what untrusted text may not forge).
+
+    Each appears exactly once in the request's messages. ``opening`` ones come before the
+    untrusted text; ``closing`` ones (the end of the slot and the instructions after it) come after
+    it. Where ``closing`` is empty, the untrusted text ends the last message and the chat turn's
+    end closes the slot (the published prompt puts nothing after the dialogue).
+    """
+
+    opening: tuple[str, ...]
+    closing: tuple[str, ...]
+
+
+class JudgeOptions(BaseModel):
+    """Options of a judge format; subclasses add fields (every field has a default)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StrictLooseOptions(JudgeOptions):
+    """Options of a three-class format."""
+
+    mode: Literal["strict", "loose"] = Field(
+        default="strict",
+        description="How 'controversial' counts: strict as unsafe, loose as safe "
+        "(for the risk score and is_unsafe).",
+    )
+
+
+OptionsT = TypeVar("OptionsT", bound=JudgeOptions)
+
+
+class JudgeFormat(abc.ABC):
+    """One safety judge's prompt and output format.
+
+    Subclasses set ``name``, ``label_sets`` and ``fence``, and implement :meth:`messages`,
+    :meth:`delimiters` and :meth:`parse`; they override :meth:`assistant_prefix` where the label is
+    not the first output token. Instances are cheap, stateless and picklable: they hold only their
+    validated options.
+    """
+
+    name: ClassVar[str] = ""
+    """Registry name, e.g. ``llama-guard-3``."""
+    Options: ClassVar[type[JudgeOptions]] = JudgeOptions
+    """The options model; :func:`get_judge` validates keyword options against it."""
+    label_sets: ClassVar[Mapping[str, Mapping[str, Label]]] = {}
+    """Per prompt language (``en``, ``zh``): label string -> the label it stands for, in order.
+    The first language's strings are :attr:`label_tokens`."""
+    supports_prompt_only: ClassVar[bool] = True
+    """Whether the format can judge a prompt without a response."""
+    max_tokens: ClassVar[int] = 64
+    """Default ``max_tokens`` of the format's requests."""
+    fence: ClassVar[Fence] = Fence()
+    """What is neutralised in untrusted text (see :mod:`._fence`)."""
+
+    def __init__(self, **options: Any) -> None:
+        """Validates the options.
+
+        Raises:
+            ConfigError: An unknown option or a bad value.
+        """
+        self.options: JudgeOptions = _validate_options(type(self), options)
+
+    # -- requests ----------------------------------------------------------------------------
+
+    @property
+    def label_tokens(self) -> tuple[str, ...]:
+        """Label strings whose first-token log-probabilities give the risk score (default
+        language; :meth:`label_tokens_for` gives an item's)."""
+        for labels in self.label_sets.values():
+            return tuple(labels)
+        return ()
+
+    def label_tokens_for(self, item: JudgeItem) -> tuple[str, ...]:
+        """The label strings a request for ``item`` asks the backend to score."""
+        labels = self.label_sets.get(self.prompt_lang(item))
+        return tuple(labels) if labels is not None else self.label_tokens
+
+    def prompt_lang(self, item: JudgeItem) -> str:
+        """The language of the prompt built for ``item``: ``zh`` where the format has a Chinese
+        prompt and the item is Chinese, else ``en``."""
+        key = lang_key(item.lang)
+        return key if key in self.label_sets else "en"
+
+    def assistant_prefix(self, item: JudgeItem) -> str:
+        """The fixed start of the answer (teacher forcing); empty where the label comes first."""
+        return ""
+
+    def default_sampling(self) -> SamplingParams:
+        """Greedy decoding with the format's ``max_tokens``."""
+        return SamplingParams(max_tokens=self.max_tokens, temperature=0.0)
+
+    def build_request(
+        self, item: JudgeItem, request_id: str, sampling: SamplingParams | None = None
+    ) -> GenerationRequest:
+        """Builds the request that asks this judge about ``item``.
+
+        Raises:
+            InputError: The item has no response and the format cannot judge a prompt alone.
+        """
+        if item.response is None and not self.supports_prompt_only:
+            raise InputError(
+                f"judge {self.name!r} judges responses; the item has no response "
+                "(prompt-only classification is not supported by this format)"
+            )
+        return GenerationRequest(
+            request_id=request_id,
+            messages=tuple(self.messages(item)),
+            assistant_prefix=self.assistant_prefix(item),
+            sampling=sampling if sampling is not None else self.default_sampling(),
+            label_tokens=self.label_tokens_for(item),
+        )
+
+    @abc.abstractmethod
+    def messages(self, item: JudgeItem) -> list[ChatMessage]:
+        """The chat messages of the request (untrusted text already fenced)."""
+
+    @abc.abstractmethod
+    def delimiters(self, item: JudgeItem) -> Delimiters:
+        """The structural strings of the prompt built for ``item`` (see :class:`Delimiters`)."""
+
+    # -- outputs -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def parse(self, text: str, *, item: JudgeItem | None = None) -> ParsedOutput:
+        """Reads the generated text (without the assistant prefix; a repeated marker is fine).
+
+        Args:
+            text: What the model generated.
+            item: The judged item, when known; formats whose answer depends on the task use it
+                (NemoGuard reads ``Response Safety`` for a response, ``User Safety`` for a
+                prompt).
+        """
+
+    def is_unsafe(self, label: Label) -> bool:
+        """Whether ``label`` counts as unsafe for this judge (three-class formats: by mode)."""
+        if label == "controversial":
+            loose = isinstance(self.options, StrictLooseOptions) and self.options.mode == "loose"
+            return not loose
+        return label == "unsafe"
+
+    def risk_score(self, label_logprobs: Mapping[str, float]) -> float | None:
+        """P(unsafe) from the label tokens' log-probabilities.
+
+        The probabilities of the labels present are renormalised (softmax of the log-probs); the
+        labels :meth:`is_unsafe` counts make up the numerator. A language's label set is used
+        when both its safe and its unsafe label are present.
+
+        Returns:
+            The probability, or None when the log-probabilities are missing, incomplete or not
+            finite.
+        """
+        for labels in self.label_sets.values():
+            present = [(labels[s], lp) for s, lp in label_logprobs.items() if s in labels]
+            found = {label for label, _ in present}
+            if not {"safe", "unsafe"} <= found:
+                continue
+            values = [lp for _, lp in present]
+            if any(math.isnan(v) or v == math.inf for v in values):
+                return None
+            top = max(values)
+            if top == -math.inf:
+                return None
+            weights = [(label, math.exp(lp - top)) for label, lp in present]
+            total = sum(w for _, w in weights)
+            unsafe = sum(w for label, w in weights if self.is_unsafe(label))
+            return min(1.0, max(0.0, unsafe / total))
+        return None
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def opts(self, kind: type[OptionsT]) -> OptionsT:
+        """The options, typed as the format's options model."""
+        if not isinstance(self.options, kind):  # pragma: no cover - a subclass wiring bug
+            raise TypeError(f"{type(self).__name__} options are not {kind.__name__}")
+        return self.options
+
+    def __repr__(self) -> str:
+        """Shows the name and the options that differ from the defaults."""
+        changed = self.options.model_dump(exclude_defaults=True)
+        args = ", ".join(f"{key}={value!r}" for key, value in changed.items())
+        return f"{type(self).__name__}({args})" if args else f"{type(self).__name__}()"
+
+    def __eq__(self, other: object) -> bool:
+        """Formats are equal when they are the same class with the same options."""
+        return type(self) is type(other) and self.options == getattr(other, "options", None)
+
+    def __hash__(self) -> int:
+        """Hashes the class and the options."""
+        return hash((type(self), self.options))
+
+
+def _validate_options(cls: type[JudgeFormat], options: Mapping[str, Any]) -> JudgeOptions:
+    try:
+        return cls.Options.model_validate(dict(options))
+    except ValidationError as exc:
+        known = ", ".join(cls.Options.model_fields) or "none"
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(part) for part in err["loc"]) or "options"
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown option {where!r}")
+            else:
+                problems.append(f"{where}: {err['msg']}")
+        raise ConfigError(f"judge {cls.name!r}: {'; '.join(problems)} (options: {known})") from None
+
+
+# -- registry ---------------------------------------------------------------------------------
+
+_REGISTRY: dict[str, type[JudgeFormat]] = {}
+J = TypeVar("J", bound=type[JudgeFormat])
+
+
+def register_judge(cls: J) -> J:
+    """Class decorator: registers a judge format under its ``name``.
+
+    Raises:
+        ConfigError: The class has no name, or another class holds the name.
+    """
+    name = getattr(cls, "name", "")
+    if not name:
+        raise ConfigError(f"{cls.__name__} has no judge name")
+    other = _REGISTRY.get(name)
+    if other is not None and other is not cls:
+        raise ConfigError(f"judge name {name!r} is taken by {other.__module__}.{other.__name__}")
+    _REGISTRY[name] = cls
+    return cls
+
+
+def _load_plugins() -> None:
+    for ep in entry_points(group="assay.judges"):
+        if ep.name not in _REGISTRY:
+            cls = ep.load()
+            if not (isinstance(cls, type) and issubclass(cls, JudgeFormat)):
+                raise ConfigError(f"entry point {ep.value!r} of {ep.name!r} is not a JudgeFormat")
+            _REGISTRY[ep.name] = cls
+
+
+def judge_names() -> list[str]:
+    """Names of all judge formats, built-in and from installed plugins, sorted."""
+    _load_plugins()
+    return sorted(_REGISTRY)
+
+
+def get_judge(name: str, **options: Any) -> JudgeFormat:
+    """Builds the judge format registered under ``name`` with the given options.
+
+    Raises:
+        ConfigError: The name is unknown (the message lists the known ones), or an option is
+            unknown or invalid.
+    """
+    _load_plugins()
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        known = sorted(_REGISTRY)
+        message = f"unknown judge {name!r}"
+        close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.6)
+        if close:
+            message += f"; did you mean {close[0]!r}?"
+        raise ConfigError(f"{message} (known: {', '.join(known)})")
+    return cls(**options)
