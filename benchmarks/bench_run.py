@@ -39,8 +39,16 @@ def _suite(path: Path, rows: int) -> Path:
     risks = ("Cybersecurity", "Data_Privacy", "Hate_Speech", "Extremism")
     with path.open("w") as f:
         for i in range(rows):
-            f.write(json.dumps({"text": f"benchmark prompt number {i}: how would one do thing {i}?",
-                                "lang": langs[i % 2], "risk": risks[i % 4]}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "text": f"benchmark prompt number {i}: how would one do thing {i}?",
+                        "lang": langs[i % 2],
+                        "risk": risks[i % 4],
+                    }
+                )
+                + "\n"
+            )
     return path
 
 
@@ -48,9 +56,12 @@ def _timed_run(cfg: RunConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     result = run(cfg)
     seconds = time.perf_counter() - t0
-    return {"seconds": round(seconds, 3), "verdicts": result.rows_judged,
-            "generations": result.rows_generated,
-            "verdict_rows_per_second": round(result.rows_judged / seconds, 1)}
+    return {
+        "seconds": round(seconds, 3),
+        "verdicts": result.rows_judged,
+        "generations": result.rows_generated,
+        "verdict_rows_per_second": round(result.rows_judged / seconds, 1),
+    }
 
 
 def overhead(work: Path, rows: int) -> dict[str, Any]:
@@ -58,25 +69,47 @@ def overhead(work: Path, rows: int) -> dict[str, Any]:
     suite = _suite(work / "overhead.jsonl", rows)
     out: dict[str, Any] = {"rows": rows}
     for kind in ("local", "ray"):
-        cfg = RunConfig.model_validate({
-            "suite": {"url": str(suite), "format": "jsonl"},
-            "output": str(work / f"runs-{kind}"),
-            "shard_size": 256,
-            "max_shards_in_flight": 8,
-            "progress": False,
-            "executor": {"kind": kind, "num_cpus": 8},
-            "targets": [{"name": "t", "backend": "fake", "model": "echo", "max_batch": 64,
-                         "resources": {"num_cpus": 0.5}}],
-            "judges": [{"name": "j", "format": "llama-guard-3", "backend": "fake", "model": "lg",
-                        "max_batch": 64, "options": {"replies": [["", "safe"]]},
-                        "resources": {"num_cpus": 0.5}}],
-        })
+        cfg = RunConfig.model_validate(
+            {
+                "suite": {"url": str(suite), "format": "jsonl"},
+                "output": str(work / f"runs-{kind}"),
+                "shard_size": 256,
+                "max_shards_in_flight": 8,
+                "progress": False,
+                "executor": {"kind": kind, "num_cpus": 8},
+                "targets": [
+                    {
+                        "name": "t",
+                        "backend": "fake",
+                        "model": "echo",
+                        "max_batch": 64,
+                        "resources": {"num_cpus": 0.5},
+                    }
+                ],
+                "judges": [
+                    {
+                        "name": "j",
+                        "format": "llama-guard-3",
+                        "backend": "fake",
+                        "model": "lg",
+                        "max_batch": 64,
+                        "options": {"replies": [["", "safe"]]},
+                        "resources": {"num_cpus": 0.5},
+                    }
+                ],
+            }
+        )
         out[kind] = _timed_run(cfg)
     return out
 
 
-async def _plain_loop(models: dict[str, Path], prompts: list[tuple[str, str, str]],
-                      batch: int, max_tokens: int, judge_tokens: int) -> float:
+async def _plain_loop(
+    models: dict[str, Path],
+    prompts: list[tuple[str, str, str]],
+    batch: int,
+    max_tokens: int,
+    judge_tokens: int,
+) -> float:
     from assay.actors.backends.base import BackendSpec, create_backend
     from assay.engine.judges import JudgeItem, get_judge
     from assay.engine.requests import ChatMessage, GenerationRequest, SamplingParams
@@ -90,13 +123,23 @@ async def _plain_loop(models: dict[str, Path], prompts: list[tuple[str, str, str
     t0 = time.perf_counter()
     for i in range(0, len(prompts), batch):
         chunk = prompts[i : i + batch]
-        reqs = [GenerationRequest(request_id=tid, messages=(ChatMessage(role="user", content=text),),
-                                  sampling=sampling) for tid, text, _ in chunk]
+        reqs = [
+            GenerationRequest(
+                request_id=tid,
+                messages=(ChatMessage(role="user", content=text),),
+                sampling=sampling,
+            )
+            for tid, text, _ in chunk
+        ]
         answers = await target.generate(reqs)
-        jreqs = [judge.build_request(JudgeItem(prompt=text, response=a.text, lang=lang),
-                                     request_id=tid,
-                                     sampling=SamplingParams(max_tokens=judge_tokens))
-                 for (tid, text, lang), a in zip(chunk, answers, strict=True)]
+        jreqs = [
+            judge.build_request(
+                JudgeItem(prompt=text, response=a.text, lang=lang),
+                request_id=tid,
+                sampling=SamplingParams(max_tokens=judge_tokens),
+            )
+            for (tid, text, lang), a in zip(chunk, answers, strict=True)
+        ]
         for r, res in zip(jreqs, await judge_backend.generate(jreqs), strict=True):
             judge.parse(res.text)
             judge.risk_score(res.label_logprobs)
@@ -117,24 +160,44 @@ def tiny(work: Path, max_tokens: int = 16, judge_tokens: int = 8) -> dict[str, A
     prompts = [(str(i), r["text"], r["lang"]) for i, r in enumerate(rows)]
     batch = 16
     plain = asyncio.run(_plain_loop(models, prompts, batch, max_tokens, judge_tokens))
-    out: dict[str, Any] = {"rows": len(rows), "max_tokens": max_tokens,
-                           "judge_max_tokens": judge_tokens, "batch": batch,
-                           "plain_loop": {"seconds": round(plain, 3),
-                                          "rows_per_second": round(len(rows) / plain, 1)}}
+    out: dict[str, Any] = {
+        "rows": len(rows),
+        "max_tokens": max_tokens,
+        "judge_max_tokens": judge_tokens,
+        "batch": batch,
+        "plain_loop": {"seconds": round(plain, 3), "rows_per_second": round(len(rows) / plain, 1)},
+    }
     for kind in ("local", "ray"):
-        cfg = RunConfig.model_validate({
-            "suite": {"url": str(starter), "format": "jsonl"},
-            "output": str(work / f"tiny-{kind}"),
-            "shard_size": 32,
-            "progress": False,
-            "executor": {"kind": kind, "num_cpus": 8},
-            "targets": [{"name": "t", "backend": "transformers",
-                         "model": str(models["tiny-target-a"]), "max_batch": batch,
-                         "sampling": {"max_tokens": max_tokens}, "resources": {"num_cpus": 1}}],
-            "judges": [{"name": "j", "format": "llama-guard-3", "backend": "transformers",
-                        "model": str(models["tiny-judge-a"]), "max_batch": batch,
-                        "sampling": {"max_tokens": judge_tokens}, "resources": {"num_cpus": 1}}],
-        })
+        cfg = RunConfig.model_validate(
+            {
+                "suite": {"url": str(starter), "format": "jsonl"},
+                "output": str(work / f"tiny-{kind}"),
+                "shard_size": 32,
+                "progress": False,
+                "executor": {"kind": kind, "num_cpus": 8},
+                "targets": [
+                    {
+                        "name": "t",
+                        "backend": "transformers",
+                        "model": str(models["tiny-target-a"]),
+                        "max_batch": batch,
+                        "sampling": {"max_tokens": max_tokens},
+                        "resources": {"num_cpus": 1},
+                    }
+                ],
+                "judges": [
+                    {
+                        "name": "j",
+                        "format": "llama-guard-3",
+                        "backend": "transformers",
+                        "model": str(models["tiny-judge-a"]),
+                        "max_batch": batch,
+                        "sampling": {"max_tokens": judge_tokens},
+                        "resources": {"num_cpus": 1},
+                    }
+                ],
+            }
+        )
         res = _timed_run(cfg)
         res["rows_per_second"] = round(len(rows) / res["seconds"], 1)
         res["ratio_to_plain_loop"] = round(res["seconds"] / plain, 3)

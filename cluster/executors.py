@@ -19,6 +19,14 @@ from assay.engine.errors import FatalError
 log = logging.getLogger(__name__)
 
 
+_ACTOR_ENV = {
+    # Model loading progress bars and advisory warnings from every actor drown the driver's log.
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
 class Pool(Protocol):
     """Replicas of one model."""
 
@@ -149,6 +157,7 @@ class RayExecutor:
                 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
             ray.init(
                 address=spec.address,
+                runtime_env={"env_vars": dict(_ACTOR_ENV)},
                 num_cpus=spec.num_cpus or (8 if spec.address is None else None),
                 include_dashboard=False,
                 logging_level=logging.WARNING,

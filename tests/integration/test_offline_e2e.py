@@ -1,0 +1,52 @@
+"""The issue's acceptance path: `assay run examples/offline.yaml` on the tiny models, real Ray."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+
+ROOT = Path(__file__).parents[2]
+ASSAY = shutil.which("assay")
+STARTER_ROWS = 176
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(ASSAY is None, reason="the assay console script is not installed"),
+]
+
+
+def test_offline_example_runs_then_resumes_to_nothing(
+    tmp_path: Path, tiny_models: dict[str, Path]
+) -> None:
+    pytest.importorskip("transformers")
+    (tmp_path / "models").symlink_to(tiny_models["tiny-target-a"].parent)
+    out = tmp_path / "runs"
+    cmd = [ASSAY, "run", str(ROOT / "examples" / "offline.yaml"), "--output", str(out)]
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "6 shard(s) run" in r.stdout and "352 generations, 704 verdicts" in r.stdout
+    (run_dir,) = [p for p in out.iterdir() if p.name.startswith("run-")]
+    gens = ds.dataset(run_dir / "generations", format="parquet").to_table()
+    verdicts = ds.dataset(run_dir / "verdicts", format="parquet").to_table()
+    assert gens.num_rows == STARTER_ROWS * 2
+    assert verdicts.num_rows == STARTER_ROWS * 2 * 2
+    keys = set(zip(*(verdicts[c].to_pylist() for c in ("test_id", "target", "judge")), strict=True))
+    assert len(keys) == verdicts.num_rows
+    assert set(verdicts["judge"].to_pylist()) == {"guard-qwen3", "critic-safety-j"}
+    # random weights: the label probabilities still come from the real models
+    scores = [s for s in verdicts["risk_score"].to_pylist() if s is not None]
+    assert len(scores) == verdicts.num_rows and all(0.0 <= s <= 1.0 for s in scores)
+    assert len(set(scores)) > 10
+    raw = [x for x in verdicts["raw"].to_pylist() if x]
+    assert raw, "the judges' raw outputs are kept"
+
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "nothing to do" in r.stdout
+    after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    assert before == after
