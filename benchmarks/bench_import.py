@@ -40,8 +40,14 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="assay-bench-"))
     try:
         subprocess.run(
-            [sys.executable, __file__, "--base", str(args.base), "--generate-into",
-             str(work / "src")],
+            [
+                sys.executable,
+                __file__,
+                "--base",
+                str(args.base),
+                "--generate-into",
+                str(work / "src"),
+            ],
             check=True,
         )
         n = {"base": 2 * args.base, "attack": 20 * args.base}

@@ -41,6 +41,7 @@ from assay.engine.records import FinishReason
 from assay.engine.requests import GenerationRequest, GenerationResult
 
 from .base import BackendSpec
+from .templates import resolve_chat_template
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,12 @@ class TransformersOptions(BaseModel):
     )
     trust_remote_code: bool = Field(
         default=False, description="Run model code shipped with the checkpoint (hub models only)."
+    )
+    chat_template: str | None = Field(
+        default=None,
+        description="Use this chat template instead of the model's: a built-in plain turn "
+        "format (chatml, qwen3-nothink, llama3, llama4, llama2), a Jinja file or a Jinja string. "
+        "Guard models whose own template builds a moderation prompt need the plain format.",
     )
 
 
@@ -392,6 +399,12 @@ def _load(model: str, options: TransformersOptions, device: torch.device) -> tup
     except Exception as exc:  # any loader failure is fatal: retrying will not fix it
         raise FatalError(f"cannot load model {model!r}: {type(exc).__name__}: {exc}") from exc
     lm.to(device).eval()
+    try:
+        template = resolve_chat_template(options.chat_template)
+    except (OSError, ValueError) as exc:
+        raise FatalError(f"{model!r}: {exc}") from exc
+    if template is not None:
+        tokenizer.chat_template = template
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"

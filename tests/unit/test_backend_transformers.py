@@ -416,3 +416,28 @@ def _reference_greedy(backend: TransformersBackend, req: GenerationRequest, n: i
         )
     text: str = backend.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
     return text
+
+
+def test_chat_template_override(tiny_models: dict[str, Path]) -> None:
+    """A guard model's own template can be replaced by a plain turn format or any Jinja."""
+    from assay.actors.backends.templates import PLAIN_TEMPLATES, resolve_chat_template
+
+    spec = BackendSpec(
+        backend="transformers",
+        model=str(tiny_models["tiny-judge-a"]),
+        options={"chat_template": "llama3"},
+    )
+    backend = create(spec)
+    req = GenerationRequest(
+        request_id="r", messages=(ChatMessage(role="user", content="hello"),), assistant_prefix="X"
+    )
+    text = backend.render(req)
+    assert "<|start_header_id|>user<|end_header_id|>\n\nhello<|eot_id|>" in text
+    assert text.endswith("<|start_header_id|>assistant<|end_header_id|>\n\nX")
+    assert resolve_chat_template("{{ 'x' }}") == "{{ 'x' }}"
+    assert resolve_chat_template(None) is None
+    assert set(PLAIN_TEMPLATES) >= {"chatml", "qwen3-nothink", "llama3", "llama4", "llama2"}
+    with pytest.raises(ValueError, match="neither a built-in"):
+        resolve_chat_template("nonsense")
+    with pytest.raises(FatalError, match="neither a built-in"):
+        create(spec.model_copy(update={"options": {"chat_template": "nonsense"}}))
