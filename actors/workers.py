@@ -51,6 +51,19 @@ def _limit_threads(num_cpus: float) -> None:
         pass
 
 
+def _host(spec: TargetSpec | JudgeSpec, max_retries: int, backoff_s: float) -> ModelHost:
+    """The model host of an actor, its CPU threads limited to its share on CPU-only nodes."""
+    if spec.resources.num_gpus == 0:
+        _limit_threads(spec.resources.num_cpus)
+    return ModelHost(
+        spec.name,
+        BackendSpec(backend=spec.backend, model=spec.model, options=spec.options),
+        max_in_flight=spec.max_in_flight,
+        max_retries=max_retries,
+        backoff_s=backoff_s,
+    )
+
+
 def target_params_hash(spec: TargetSpec) -> str:
     """Hash of what determines a target's answers (model, backend options, sampling, system)."""
     return canonical_hash(
@@ -69,17 +82,9 @@ class GeneratorActor:
 
     def __init__(self, spec: TargetSpec, max_retries: int = 3, backoff_s: float = 1.0):
         """Loads the target's model."""
-        if spec.resources.num_gpus == 0:
-            _limit_threads(spec.resources.num_cpus)
         self.spec = spec
         self.params_hash = target_params_hash(spec)
-        self.host = ModelHost(
-            spec.name,
-            BackendSpec(backend=spec.backend, model=spec.model, options=spec.options),
-            max_in_flight=spec.max_in_flight,
-            max_retries=max_retries,
-            backoff_s=backoff_s,
-        )
+        self.host = _host(spec, max_retries, backoff_s)
 
     async def ready(self) -> str:
         """Returns once the model is loaded (a load failure surfaces here)."""
@@ -122,17 +127,9 @@ class JudgeActor:
 
     def __init__(self, spec: JudgeSpec, max_retries: int = 3, backoff_s: float = 1.0):
         """Loads the judge's model and builds its format."""
-        if spec.resources.num_gpus == 0:
-            _limit_threads(spec.resources.num_cpus)
         self.spec = spec
         self.format = get_judge(spec.format, **spec.format_options)
-        self.host = ModelHost(
-            spec.name,
-            BackendSpec(backend=spec.backend, model=spec.model, options=spec.options),
-            max_in_flight=spec.max_in_flight,
-            max_retries=max_retries,
-            backoff_s=backoff_s,
-        )
+        self.host = _host(spec, max_retries, backoff_s)
 
     async def ready(self) -> str:
         """Returns once the model is loaded."""

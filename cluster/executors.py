@@ -59,31 +59,32 @@ def _actor_class(kind: str) -> type:
     return GeneratorActor if kind == "target" else JudgeActor
 
 
-class _LeastBusy:
-    def __init__(self, n: int):
-        self.in_flight = [0] * n
-
-    def pick(self) -> int:
-        return min(range(len(self.in_flight)), key=self.in_flight.__getitem__)
-
-
-class LocalPool:
-    """Replicas built in this process."""
+class _Replicas:
+    """Replicas of one model; each call goes to the replica with the fewest calls in flight."""
 
     def __init__(self, name: str, replicas: list[Any]):
-        """Wraps already-built actor objects."""
         self.name = name
         self.replicas = replicas
-        self._busy = _LeastBusy(len(replicas))
+        self.in_flight = [0] * len(replicas)
 
     async def call(self, method: str, payload: Any) -> Any:
-        """Calls the least-busy replica directly."""
-        i = self._busy.pick()
-        self._busy.in_flight[i] += 1
+        """Calls ``method(payload)`` on the least-busy replica."""
+        i = min(range(len(self.replicas)), key=self.in_flight.__getitem__)
+        self.in_flight[i] += 1
         try:
-            return await getattr(self.replicas[i], method)(payload)
+            return await self._invoke(self.replicas[i], method, payload)
         finally:
-            self._busy.in_flight[i] -= 1
+            self.in_flight[i] -= 1
+
+    async def _invoke(self, replica: Any, method: str, payload: Any) -> Any:
+        raise NotImplementedError
+
+
+class LocalPool(_Replicas):
+    """Replicas built in this process."""
+
+    async def _invoke(self, replica: Any, method: str, payload: Any) -> Any:
+        return await getattr(replica, method)(payload)
 
     async def close(self) -> None:
         """Closes every replica."""
@@ -113,29 +114,17 @@ class LocalExecutor:
         self.pools.clear()
 
 
-class RayPool:
+class RayPool(_Replicas):
     """Replicas as Ray actors."""
 
-    def __init__(self, name: str, actors: list[Any]):
-        """Wraps Ray actor handles."""
-        self.name = name
-        self.actors = actors
-        self._busy = _LeastBusy(len(actors))
-
-    async def call(self, method: str, payload: Any) -> Any:
-        """Calls the least-busy actor and awaits its result."""
-        i = self._busy.pick()
-        self._busy.in_flight[i] += 1
-        try:
-            return await getattr(self.actors[i], method).remote(payload)
-        finally:
-            self._busy.in_flight[i] -= 1
+    async def _invoke(self, replica: Any, method: str, payload: Any) -> Any:
+        return await getattr(replica, method).remote(payload)
 
     async def close(self) -> None:
         """Closes the backends (so engines shut down cleanly), then kills the actors."""
         import ray
 
-        for a in self.actors:
+        for a in self.replicas:
             try:
                 await a.close.remote()
             except Exception as exc:  # an actor already dead has nothing to close
