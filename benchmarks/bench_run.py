@@ -58,6 +58,11 @@ def _timed_run(cfg: RunConfig) -> dict[str, Any]:
     seconds = time.perf_counter() - t0
     return {
         "seconds": round(seconds, 3),
+        "startup_seconds": result.startup_seconds,
+        "work_seconds": result.work_seconds,
+        "work_verdict_rows_per_second": round(
+            result.rows_judged / max(result.work_seconds, 1e-9), 1
+        ),
         "verdicts": result.rows_judged,
         "generations": result.rows_generated,
         "verdict_rows_per_second": round(result.rows_judged / seconds, 1),
@@ -201,6 +206,7 @@ def tiny(work: Path, max_tokens: int = 16, judge_tokens: int = 8) -> dict[str, A
         res = _timed_run(cfg)
         res["rows_per_second"] = round(len(rows) / res["seconds"], 1)
         res["ratio_to_plain_loop"] = round(res["seconds"] / plain, 3)
+        res["work_ratio_to_plain_loop"] = round(res["work_seconds"] / plain, 3)
         out[kind] = res
     return out
 

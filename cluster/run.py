@@ -63,6 +63,10 @@ class RunResult:
     rows_generated: int = 0
     rows_judged: int = 0
     seconds: float = 0.0
+    startup_seconds: float = 0.0
+    """Time to start the executor and load every model (until the first shard could start)."""
+    work_seconds: float = 0.0
+    """Time from then until the last shard was committed."""
     summary: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -147,6 +151,8 @@ class _Runner:
         self.judges: dict[str, Pool] = {}
         self.rows_generated = 0
         self.rows_judged = 0
+        self.startup_seconds = 0.0
+        self.work_seconds = 0.0
 
     async def start_pools(self, executor: Executor, need_targets: bool) -> None:
         cfg = self.cfg
@@ -239,11 +245,14 @@ async def _run_async(
 ) -> _Runner:
     runner = _Runner(cfg, suite, folder, manifest)
     need_targets = any(not folder.is_done(GENERATIONS, s.shard_id) for s in todo)
+    t0 = time.perf_counter()
     executor = make_executor(cfg.executor)
     done_rows = manifest.plan.total_rows - sum(s.rows for s in todo)
     progress = _Progress(cfg.progress, manifest.plan.total_rows, done_rows)
     try:
         await runner.start_pools(executor, need_targets and bool(cfg.targets))
+        t1 = time.perf_counter()
+        runner.startup_seconds = t1 - t0
         gate = asyncio.Semaphore(cfg.max_shards_in_flight)
         failure: list[BaseException] = []
 
@@ -257,6 +266,7 @@ async def _run_async(
                     failure.append(exc)
 
         await asyncio.gather(*(one(s) for s in todo))
+        runner.work_seconds = time.perf_counter() - t1
         if failure:
             raise failure[0]
         return runner
@@ -314,6 +324,8 @@ def run(cfg: RunConfig) -> RunResult:
             raise
         result.rows_generated = runner.rows_generated
         result.rows_judged = runner.rows_judged
+        result.startup_seconds = round(runner.startup_seconds, 3)
+        result.work_seconds = round(runner.work_seconds, 3)
     summary = summarize(
         folder.read_stage(VERDICTS),
         suite_rows(suite, manifest.plan),
