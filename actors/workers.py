@@ -137,19 +137,23 @@ class JudgeActor:
 
     async def judge(self, tasks: list[JudgeTask]) -> list[Verdict]:
         """One verdict per task, in order. A task whose generation failed is not sent."""
-        todo = [t for t in tasks if t.response is not None]
+        items = {
+            i: JudgeItem(prompt=t.prompt, response=t.response, lang=t.lang)
+            for i, t in enumerate(tasks)
+            if t.response is not None
+        }
         requests = [
             self.format.build_request(
-                JudgeItem(prompt=t.prompt, response=t.response, lang=t.lang),
-                request_id=f"{t.test_id}|{t.target}",
+                item,
+                request_id=f"{tasks[i].test_id}|{tasks[i].target}",
                 sampling=self.spec.sampling,
             )
-            for t in todo
+            for i, item in items.items()
         ]
         start = time.perf_counter()
         results = iter(await self.host.generate(requests))
         verdicts = []
-        for t in tasks:
+        for i, t in enumerate(tasks):
             if t.response is None:
                 verdicts.append(
                     Verdict(
@@ -175,7 +179,7 @@ class JudgeActor:
                     )
                 )
                 continue
-            parsed = self.format.parse(r.text)
+            parsed = self.format.parse(r.text, item=items[i])
             verdicts.append(
                 Verdict(
                     test_id=t.test_id,
