@@ -53,6 +53,7 @@ from assay.engine.records import FinishReason
 from assay.engine.requests import GenerationRequest, GenerationResult
 
 from .base import BackendSpec
+from .templates import resolve_chat_template
 
 if TYPE_CHECKING:
     from vllm import AsyncLLMEngine
@@ -118,6 +119,12 @@ class VLLMOptions(BaseModel):
         description="Requests whose rendered prompt has more tokens come back with an error "
         "(not sent to the engine); None: only the engine's own context limit applies.",
     )
+    chat_template: str | None = Field(
+        default=None,
+        description="Use this chat template instead of the model's: a built-in plain turn "
+        "format (chatml, qwen3-nothink, llama3, llama4, llama2), a Jinja file or a Jinja string. "
+        "Guard models whose own template builds a moderation prompt need the plain format.",
+    )
 
 
 @dataclass
@@ -156,7 +163,8 @@ class VLLMBackend:
         """
         try:
             self.options = VLLMOptions.model_validate(spec.options)
-        except ValidationError as exc:
+            self._chat_template = resolve_chat_template(self.options.chat_template)
+        except (ValidationError, ValueError, OSError) as exc:
             raise ConfigError(f"invalid vllm options for {spec.model!r}: {exc}") from exc
         self.spec = spec
         vllm = _import_vllm()
@@ -270,12 +278,14 @@ class VLLMBackend:
             if req.prompt is not None:
                 ids = tokenizer.encode(req.prompt + req.assistant_prefix, add_special_tokens=True)
             else:
-                if not getattr(tokenizer, "chat_template", None):
+                template = self._chat_template
+                if template is None and not getattr(tokenizer, "chat_template", None):
                     return _Prepared(error=f"model {self.spec.model!r} has no chat template")
                 rendered = tokenizer.apply_chat_template(
                     [m.model_dump() for m in req.messages],
                     add_generation_prompt=True,
                     tokenize=False,
+                    chat_template=template,
                 )
                 ids = tokenizer.encode(rendered + req.assistant_prefix, add_special_tokens=False)
         except Exception as exc:

@@ -437,3 +437,23 @@ def test_engine_death_raises_retryable(tiny_models: dict[str, Path], run: Any) -
     while {pid for pid, _ in _children()} - before and time.monotonic() < deadline:
         time.sleep(0.2)
     assert {pid for pid, _ in _children()} - before == set()
+
+
+def test_chat_template_override_renders_plain_turns(backend: Any) -> None:
+    """The option replaces the model's template (guard models need their plain turn format)."""
+    from assay.actors.backends.templates import PLAIN_TEMPLATES
+    from assay.actors.backends.vllm import VLLMOptions
+
+    assert VLLMOptions(chat_template="llama3").chat_template == "llama3"
+    tokenizer = backend._tokenizer if backend._tokenizer is not None else None
+    if tokenizer is None:
+        pytest.skip("tokenizer not loaded yet")
+    old = backend._chat_template
+    backend._chat_template = PLAIN_TEMPLATES["llama3"]
+    try:
+        prepared = backend._prepare(tokenizer, chat("r", "hello"))
+    finally:
+        backend._chat_template = old
+    assert prepared.error is None, prepared.error
+    text = tokenizer.decode(prepared.prompt_ids)
+    assert "<|start_header_id|>user<|end_header_id|>" in text and "hello<|eot_id|>" in text
