@@ -9,8 +9,10 @@ single-machine runs without Ray).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from assay.engine.config import ExecutorSpec, JudgeSpec, ModelSpec, TargetSpec
@@ -72,19 +74,19 @@ class _Replicas:
         i = min(range(len(self.replicas)), key=self.in_flight.__getitem__)
         self.in_flight[i] += 1
         try:
-            return await self._invoke(self.replicas[i], method, payload)
+            return await self._invoke(i, method, payload)
         finally:
             self.in_flight[i] -= 1
 
-    async def _invoke(self, replica: Any, method: str, payload: Any) -> Any:
+    async def _invoke(self, i: int, method: str, payload: Any) -> Any:
         raise NotImplementedError
 
 
 class LocalPool(_Replicas):
     """Replicas built in this process."""
 
-    async def _invoke(self, replica: Any, method: str, payload: Any) -> Any:
-        return await getattr(replica, method)(payload)
+    async def _invoke(self, i: int, method: str, payload: Any) -> Any:
+        return await getattr(self.replicas[i], method)(payload)
 
     async def close(self) -> None:
         """Closes every replica."""
@@ -115,10 +117,57 @@ class LocalExecutor:
 
 
 class RayPool(_Replicas):
-    """Replicas as Ray actors."""
+    """Replicas as Ray actors; a replica whose process dies is replaced and the call retried.
 
-    async def _invoke(self, replica: Any, method: str, payload: Any) -> Any:
-        return await getattr(replica, method).remote(payload)
+    Calls are idempotent (a batch of prompts in, records out; nothing is written by the actor),
+    so a call lost with its actor is simply sent again to the new one.
+    """
+
+    def __init__(self, name: str, replicas: list[Any], spawn: Callable[[], Any], max_restarts: int):
+        """``spawn()`` creates one more replica (not yet ready)."""
+        super().__init__(name, replicas)
+        self._spawn = spawn
+        self.max_restarts = max_restarts
+        self.restarts = 0
+        self._lock = asyncio.Lock()
+
+    async def _invoke(self, i: int, method: str, payload: Any) -> Any:
+        from ray.exceptions import RayActorError
+
+        while True:
+            handle = self.replicas[i]
+            try:
+                return await getattr(handle, method).remote(payload)
+            except RayActorError as exc:
+                await self._replace(i, handle, exc)
+
+    async def _replace(self, i: int, dead: Any, exc: BaseException) -> None:
+        import ray
+
+        async with self._lock:
+            if self.replicas[i] is not dead:
+                return  # another call already replaced it
+            if self.restarts >= self.max_restarts:
+                raise FatalError(
+                    f"{self.name}: a replica died and the restart budget ({self.max_restarts}) "
+                    f"is spent: {_root_cause(exc)}"
+                ) from exc
+            self.restarts += 1
+            log.warning(
+                "%s: replica %d died (%s); starting a new one (restart %d of %d)",
+                self.name,
+                i,
+                type(exc).__name__,
+                self.restarts,
+                self.max_restarts,
+            )
+            try:
+                ray.kill(dead)
+            except Exception as kill_exc:  # already gone
+                log.debug("kill %s: %s", self.name, kill_exc)
+            new = self._spawn()
+            await new.ready.remote()
+            self.replicas[i] = new
 
     async def close(self) -> None:
         """Closes the backends (so engines shut down cleanly), then kills the actors."""
@@ -154,6 +203,7 @@ class RayExecutor:
                 configure_logging=False,
             )
             self.started = True
+        self.max_actor_restarts = spec.max_actor_restarts
         self.pools: list[RayPool] = []
 
     async def pool(self, kind: str, spec: ModelSpec, max_retries: int, backoff_s: float) -> Pool:
@@ -162,15 +212,15 @@ class RayExecutor:
 
         cls = ray.remote(_actor_class(kind))
         res = spec.resources
-        actors = [
-            cls.options(  # type: ignore[attr-defined]
+
+        def spawn() -> Any:
+            return cls.options(  # type: ignore[attr-defined]
                 num_cpus=res.num_cpus,
                 num_gpus=res.num_gpus,
                 max_concurrency=max(4, spec.max_in_flight),
-                name=None,
             ).remote(spec, max_retries, backoff_s)
-            for _ in range(res.replicas)
-        ]
+
+        actors = [spawn() for _ in range(res.replicas)]
         try:
             for a in actors:
                 await a.ready.remote()
@@ -180,7 +230,7 @@ class RayExecutor:
             raise FatalError(
                 f"{kind} {spec.name!r} ({spec.model}) failed to start: {_root_cause(exc)}"
             ) from exc
-        pool = RayPool(spec.name, actors)
+        pool = RayPool(spec.name, actors, spawn, self.max_actor_restarts)
         self.pools.append(pool)
         return pool
 

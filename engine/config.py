@@ -108,6 +108,12 @@ class ExecutorSpec(_Strict):
     num_cpus: int | None = Field(
         default=None, ge=1, description="Logical CPUs of a Ray started here (default: 8)."
     )
+    max_actor_restarts: int = Field(
+        default=3,
+        ge=0,
+        description="Per model: how many dead replicas are replaced (their calls retried on "
+        "the new one) before the run fails.",
+    )
 
 
 class RunConfig(_Strict):

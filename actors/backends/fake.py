@@ -8,6 +8,9 @@ Options (``BackendSpec.options``):
 - ``fail_substring``: requests whose prompt contains it come back with ``error`` set.
 - ``raise_substring``: a batch containing such a request raises (a whole-backend failure).
 - ``delay_ms``: sleep this long per batch (simulates model time).
+- ``crash_once_file``: the first call that finds this file missing creates it and then kills its
+  own process with SIGKILL (a crashed actor, for fault-tolerance tests; later calls, in a new
+  process, find the file and go on).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import os
+import signal
 import time
 from typing import Any
 
@@ -36,6 +41,7 @@ class FakeOptions(BaseModel):
     fail_substring: str | None = None
     raise_substring: str | None = None
     delay_ms: float = Field(default=0.0, ge=0)
+    crash_once_file: str | None = None
 
 
 def render(req: GenerationRequest) -> str:
@@ -58,6 +64,8 @@ class FakeBackend:
     async def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         """One scripted result per request, in order."""
         self.calls += 1
+        if self.options.crash_once_file and _claim(self.options.crash_once_file):
+            os.kill(os.getpid(), signal.SIGKILL)
         start = time.perf_counter()
         if self.options.delay_ms:
             await asyncio.sleep(self.options.delay_ms / 1000)
@@ -104,6 +112,17 @@ class FakeBackend:
 
     async def close(self) -> None:
         """Nothing to release."""
+
+
+def _claim(path: str) -> bool:
+    """Creates ``path`` if it does not exist; True if this call created it."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    return True
 
 
 def _hash_split(text: str, labels: tuple[str, ...]) -> dict[str, float]:
