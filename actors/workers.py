@@ -39,6 +39,18 @@ class JudgeTask(NamedTuple):
     generation_error: str | None
 
 
+def node_id() -> str:
+    """The Ray node this process runs on, or 'local' outside Ray."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return str(ray.get_runtime_context().get_node_id())
+    except ImportError:
+        pass
+    return "local"
+
+
 def _limit_threads(num_cpus: float) -> None:
     """Keeps a CPU actor on its share of cores (torch and OpenMP use every core by default)."""
     threads = str(max(1, int(num_cpus)))
@@ -87,8 +99,8 @@ class GeneratorActor:
         self.host = _host(spec, max_retries, backoff_s)
 
     async def ready(self) -> str:
-        """Returns once the model is loaded (a load failure surfaces here)."""
-        return self.spec.name
+        """Returns once the model is loaded (a load failure surfaces here): the node id."""
+        return node_id()
 
     def _request(self, p: Prompt) -> GenerationRequest:
         messages = []
@@ -132,8 +144,8 @@ class JudgeActor:
         self.host = _host(spec, max_retries, backoff_s)
 
     async def ready(self) -> str:
-        """Returns once the model is loaded."""
-        return self.spec.name
+        """Returns once the model is loaded: the node id."""
+        return node_id()
 
     async def judge(self, tasks: list[JudgeTask]) -> list[Verdict]:
         """One verdict per task, in order. A task whose generation failed is not sent."""

@@ -333,6 +333,65 @@ def run_cmd(config: str, overrides: tuple[str, ...], output: str | None, as_json
     click.echo(format_summary(result.summary))
 
 
+@cli.command("status")
+@click.argument("run")
+@click.option(
+    "--storage-option",
+    "storage",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="fsspec storage option (repeatable).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest's status as JSON.")
+def status_cmd(run: str, storage: tuple[str, ...], as_json: bool) -> None:
+    """Show a run's status and progress from its manifest (RUN is the run folder's URL).
+
+    \b
+    Example:
+      assay status runs/run-34eb115a51a8
+    """
+    from assay.engine.runfolder import RunFolder
+
+    base, _, run_id = run.rstrip("/").rpartition("/")
+    folder = RunFolder(base or ".", run_id, _parse_pairs(storage, "--storage-option"))
+    m = folder.read_manifest()
+    if as_json:
+        info = m.model_dump(
+            mode="json",
+            include={
+                "run_id",
+                "status",
+                "created_at",
+                "updated_at",
+                "progress",
+                "workers",
+                "error",
+            },
+        )
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"run {m.run_id}: {m.status} (updated {m.updated_at})")
+    for stage in m.stages:
+        p = m.progress.get(stage)
+        done = folder.done_shards(stage)
+        rows = sum(s.rows for s in m.plan.shards if s.shard_id in done)
+        line = (
+            f"  {stage:<12} {len(done):>6}/{len(m.plan.shards)} shards  "
+            f"{rows:>9,}/{m.plan.total_rows:,} rows"
+        )
+        if p is not None and p.rows_per_second:
+            eta = f", ETA {p.eta_seconds:.0f} s" if p.eta_seconds else ""
+            line += f"  {p.rows_per_second:,.1f} rows/s{eta}"
+        click.echo(line)
+    if m.workers:
+        click.echo(
+            "  rows served per node: "
+            + ", ".join(f"{node[:12]} {n:,}" for node, n in sorted(m.workers.items()))
+        )
+    if m.error:
+        click.echo(f"  error: {m.error}")
+
+
 # -- skeleton: commands that later versions fill ---------------------------------------------------
 
 

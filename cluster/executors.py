@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -33,6 +34,7 @@ class Pool(Protocol):
     """Replicas of one model."""
 
     name: str
+    rows_by_node: Counter[str]
 
     async def call(self, method: str, payload: Any) -> Any:
         """Calls ``method(payload)`` on the least-busy replica."""
@@ -64,19 +66,23 @@ def _actor_class(kind: str) -> type:
 class _Replicas:
     """Replicas of one model; each call goes to the replica with the fewest calls in flight."""
 
-    def __init__(self, name: str, replicas: list[Any]):
+    def __init__(self, name: str, replicas: list[Any], nodes: list[str]):
         self.name = name
         self.replicas = replicas
+        self.nodes = nodes
         self.in_flight = [0] * len(replicas)
+        self.rows_by_node: Counter[str] = Counter()
 
     async def call(self, method: str, payload: Any) -> Any:
         """Calls ``method(payload)`` on the least-busy replica."""
         i = min(range(len(self.replicas)), key=self.in_flight.__getitem__)
         self.in_flight[i] += 1
         try:
-            return await self._invoke(i, method, payload)
+            result = await self._invoke(i, method, payload)
         finally:
             self.in_flight[i] -= 1
+        self.rows_by_node[self.nodes[i]] += len(payload)
+        return result
 
     async def _invoke(self, i: int, method: str, payload: Any) -> Any:
         raise NotImplementedError
@@ -105,7 +111,7 @@ class LocalExecutor:
         """Builds ``spec.resources.replicas`` actors here."""
         cls = _actor_class(kind)
         replicas = [cls(spec, max_retries, backoff_s) for _ in range(spec.resources.replicas)]
-        pool = LocalPool(spec.name, replicas)
+        pool = LocalPool(spec.name, replicas, ["local"] * len(replicas))
         self.pools.append(pool)
         return pool
 
@@ -123,9 +129,16 @@ class RayPool(_Replicas):
     so a call lost with its actor is simply sent again to the new one.
     """
 
-    def __init__(self, name: str, replicas: list[Any], spawn: Callable[[], Any], max_restarts: int):
+    def __init__(
+        self,
+        name: str,
+        replicas: list[Any],
+        nodes: list[str],
+        spawn: Callable[[], Any],
+        max_restarts: int,
+    ):
         """``spawn()`` creates one more replica (not yet ready)."""
-        super().__init__(name, replicas)
+        super().__init__(name, replicas, nodes)
         self._spawn = spawn
         self.max_restarts = max_restarts
         self.restarts = 0
@@ -166,7 +179,7 @@ class RayPool(_Replicas):
             except Exception as kill_exc:  # already gone
                 log.debug("kill %s: %s", self.name, kill_exc)
             new = self._spawn()
-            await new.ready.remote()
+            self.nodes[i] = await new.ready.remote()
             self.replicas[i] = new
 
     async def close(self) -> None:
@@ -222,15 +235,14 @@ class RayExecutor:
 
         actors = [spawn() for _ in range(res.replicas)]
         try:
-            for a in actors:
-                await a.ready.remote()
+            nodes = [await a.ready.remote() for a in actors]
         except Exception as exc:
             for a in actors:
                 ray.kill(a)
             raise FatalError(
                 f"{kind} {spec.name!r} ({spec.model}) failed to start: {_root_cause(exc)}"
             ) from exc
-        pool = RayPool(spec.name, actors, spawn, self.max_actor_restarts)
+        pool = RayPool(spec.name, actors, nodes, spawn, self.max_actor_restarts)
         self.pools.append(pool)
         return pool
 

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,7 @@ from assay.engine.runfolder import (
     RunManifest,
     Shard,
     ShardPlan,
+    StageProgress,
     canonical_hash,
     plan_shards,
     read_shard,
@@ -118,25 +120,88 @@ def _limit_plan(plan: ShardPlan, limit: int | None) -> ShardPlan:
 
 
 class _Progress:
-    """Rows per stage on a tqdm bar when attached to a terminal, silent otherwise."""
+    """Per-stage progress: tqdm bars on a terminal (silent otherwise) and the manifest's figures.
 
-    def __init__(self, enabled: bool, total_rows: int, done_rows: int):
-        self.bar: Any = None
+    The manifest is rewritten at most every ``interval`` seconds (and once at the end), so
+    ``assay status`` shows done/total, rows per second and an ETA for each stage.
+    """
+
+    def __init__(
+        self,
+        enabled: bool,
+        folder: RunFolder,
+        plan: ShardPlan,
+        pools: list[Pool],
+        interval: float = 2.0,
+    ):
+        self.folder = folder
+        self.plan = plan
+        self.pools = pools
+        self.interval = interval
+        self.started = time.monotonic()
+        self.last_write = 0.0
+        rows = {s.shard_id: s.rows for s in plan.shards}
+        self.stats: dict[str, StageProgress] = {}
+        self.rows_at_start: dict[str, int] = {}
+        for stage in (GENERATIONS, VERDICTS):
+            done = folder.done_shards(stage)
+            rows_done = sum(rows.get(i, 0) for i in done)
+            self.stats[stage] = StageProgress(
+                shards_done=len(done),
+                shards_total=len(plan.shards),
+                rows_done=rows_done,
+                rows_total=plan.total_rows,
+            )
+            self.rows_at_start[stage] = rows_done
+        self.bars: dict[str, Any] = {}
         if enabled and sys.stderr.isatty():
             try:
                 from tqdm import tqdm
 
-                self.bar = tqdm(total=total_rows, initial=done_rows, unit="row", desc="judged")
+                for pos, stage in enumerate((GENERATIONS, VERDICTS)):
+                    self.bars[stage] = tqdm(
+                        total=plan.total_rows,
+                        initial=self.stats[stage].rows_done,
+                        unit="row",
+                        desc=f"{stage:<11}",
+                        position=pos,
+                        dynamic_ncols=True,
+                    )
             except ImportError:
-                self.bar = None
+                self.bars = {}
 
-    def add(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
+    def done(self, stage: str, rows: int) -> None:
+        """A shard of ``stage`` with ``rows`` rows was committed."""
+        st = self.stats[stage]
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        rows_done = st.rows_done + rows
+        rate = (rows_done - self.rows_at_start[stage]) / elapsed
+        left = st.rows_total - rows_done
+        self.stats[stage] = StageProgress(
+            shards_done=st.shards_done + 1,
+            shards_total=st.shards_total,
+            rows_done=rows_done,
+            rows_total=st.rows_total,
+            rows_per_second=round(rate, 2),
+            eta_seconds=round(left / rate, 1) if rate > 0 else None,
+        )
+        if stage in self.bars:
+            self.bars[stage].update(rows)
+        if time.monotonic() - self.last_write >= self.interval:
+            self.write()
+
+    def write(self) -> None:
+        """Writes the figures (and rows per node) into the manifest."""
+        self.last_write = time.monotonic()
+        workers: Counter[str] = Counter(self.folder.read_manifest().workers)
+        for pool in self.pools:
+            workers.update(pool.rows_by_node)
+            pool.rows_by_node.clear()
+        self.folder.update_manifest(progress=dict(self.stats), workers=dict(workers))
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        for bar in self.bars.values():
+            bar.close()
 
 
 class _Runner:
@@ -183,10 +248,11 @@ class _Runner:
             gens = [g for gs, _ in results for g in gs]
             self.folder.commit(GENERATIONS, shard.shard_id, Generation.to_table(gens))
             self.rows_generated += len(gens)
+            progress.done(GENERATIONS, len(cases))
             verdicts = [v for _, vs in results for v in vs]
         self.folder.commit(VERDICTS, shard.shard_id, Verdict.to_table(verdicts))
         self.rows_judged += len(verdicts)
-        progress.add(len(cases))
+        progress.done(VERDICTS, len(cases))
 
     def _target_names(self, cases: list[TestCase]) -> list[str]:
         names = []
@@ -247,10 +313,15 @@ async def _run_async(
     need_targets = any(not folder.is_done(GENERATIONS, s.shard_id) for s in todo)
     t0 = time.perf_counter()
     executor = make_executor(cfg.executor)
-    done_rows = manifest.plan.total_rows - sum(s.rows for s in todo)
-    progress = _Progress(cfg.progress, manifest.plan.total_rows, done_rows)
+    progress: _Progress | None = None
     try:
         await runner.start_pools(executor, need_targets and bool(cfg.targets))
+        progress = _Progress(
+            cfg.progress,
+            folder,
+            manifest.plan,
+            [*runner.targets.values(), *runner.judges.values()],
+        )
         t1 = time.perf_counter()
         runner.startup_seconds = t1 - t0
         gate = asyncio.Semaphore(cfg.max_shards_in_flight)
@@ -261,6 +332,7 @@ async def _run_async(
                 if failure:
                     return  # stop scheduling new shards after a failure; committed work stays
                 try:
+                    assert progress is not None
                     await runner.process(shard, progress)
                 except BaseException as exc:
                     failure.append(exc)
@@ -271,7 +343,9 @@ async def _run_async(
             raise failure[0]
         return runner
     finally:
-        progress.close()
+        if progress is not None:
+            progress.close()
+            progress.write()
         await executor.shutdown()
 
 

@@ -119,6 +119,22 @@ def read_shard(suite: Suite, shard: Shard) -> pa.Table:
     return conform(table, TestCase)
 
 
+class StageProgress(BaseModel):
+    """How far one stage is, as the driver last wrote it (read by ``assay status``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shards_done: int = Field(default=0, description="Shards committed.")
+    shards_total: int = Field(default=0, description="Shards in the plan.")
+    rows_done: int = Field(default=0, description="Rows committed.")
+    rows_total: int = Field(default=0, description="Rows in the plan.")
+    rows_per_second: float | None = Field(
+        default=None, description="Rows committed per second since this execution started."
+    )
+    eta_seconds: float | None = Field(default=None, description="Estimated seconds left.")
+    updated_at: str = Field(default_factory=utc_now, description="UTC, ISO 8601.")
+
+
 class RunManifest(BaseModel):
     """``manifest.json``: what the run is, what it covers, and how far it got."""
 
@@ -135,8 +151,13 @@ class RunManifest(BaseModel):
     plan: ShardPlan = Field(description="The shard plan.")
     stages: list[str] = Field(description="Stages that write parts, in pipeline order.")
     versions: dict[str, str] = Field(default_factory=dict, description="Software versions.")
-    progress: dict[str, dict[str, float]] = Field(
-        default_factory=dict, description="Per stage: shards and rows done, rows per second."
+    progress: dict[str, StageProgress] = Field(
+        default_factory=dict, description="Per stage: shards and rows done, rate, ETA."
+    )
+    workers: dict[str, int] = Field(
+        default_factory=dict,
+        description="Rows served per Ray node id (targets and judges together) by this run's "
+        "executions; shows which nodes did the work.",
     )
     error: str | None = Field(default=None, description="Why the run failed, if it did.")
 

@@ -86,6 +86,7 @@ def test_every_command_has_help_with_an_example() -> None:
         ["taxonomy", "list"],
         ["taxonomy", "show"],
         ["run"],
+        ["status"],
         ["report"],
         ["generate"],
         ["attack"],

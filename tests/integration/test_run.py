@@ -85,6 +85,12 @@ def test_every_test_target_judge_once_and_plain_pyarrow(tmp_path: Path) -> None:
     assert {v["label"] for v in q3} == {"controversial"}
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["status"] == "completed" and len(manifest["plan"]["shards"]) == 6
+    for stage in (GENERATIONS, VERDICTS):
+        prog = manifest["progress"][stage]
+        assert (prog["shards_done"], prog["rows_done"]) == (6, N), stage
+        assert prog["rows_total"] == N and prog["eta_seconds"] == 0.0
+    # every row went through one target call per target and one judge call per judge
+    assert manifest["workers"] == {"local": N * 2 + N * 2 * 2}
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["targets"]["t-comply"]["lg"]["safety"]["score"] == 0.0
     assert summary["targets"]["t-echo"]["lg"]["safety"]["score"] == 1.0
@@ -250,4 +256,24 @@ def test_on_a_real_local_ray_cluster(tmp_path: Path) -> None:
     result = run(cfg)
     verdicts = read(Path(result.url), VERDICTS)
     assert len(verdicts) == 64 and {v["label"] for v in verdicts} == {"safe"}
+    workers = RunFolder(cfg.output, result.run_id).read_manifest().workers
+    assert sum(workers.values()) == 64 * 2 and all(len(n) > 20 for n in workers)  # Ray node ids
     assert run(cfg).nothing_to_do
+
+
+def test_status_command_reads_the_manifest(tmp_path: Path) -> None:
+    import subprocess
+
+    from conftest_helpers import assay_exe
+
+    result = run(config(tmp_path))
+    r = subprocess.run([assay_exe(), "status", result.url], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f"run {result.run_id}: completed" in r.stdout
+    assert "verdicts          6/6 shards        176/176 rows" in r.stdout
+    info = json.loads(
+        subprocess.run(
+            [assay_exe(), "status", result.url, "--json"], capture_output=True, text=True
+        ).stdout
+    )
+    assert info["status"] == "completed" and info["progress"]["verdicts"]["rows_done"] == N
