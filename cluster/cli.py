@@ -10,13 +10,16 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from pydantic import ValidationError
 
 from assay.engine import __version__
 from assay.engine.errors import AssayError
+
+if TYPE_CHECKING:
+    from assay.engine.runfolder import RunFolder
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -334,7 +337,7 @@ def run_cmd(config: str, overrides: tuple[str, ...], output: str | None, as_json
 
 
 @cli.command("status")
-@click.argument("run")
+@click.argument("run", metavar="RUN_OR_JOB")
 @click.option(
     "--storage-option",
     "storage",
@@ -342,34 +345,54 @@ def run_cmd(config: str, overrides: tuple[str, ...], output: str | None, as_json
     metavar="KEY=VALUE",
     help="fsspec storage option (repeatable).",
 )
+@click.option(
+    "--address",
+    help="Ray Jobs API (dashboard) address, e.g. http://HEAD:8265; makes RUN_OR_JOB a job id "
+    "(default: RAY_API_SERVER_ADDRESS, RAY_ADDRESS, http://127.0.0.1:8265).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest's status as JSON.")
-def status_cmd(run: str, storage: tuple[str, ...], as_json: bool) -> None:
-    """Show a run's status and progress from its manifest (RUN is the run folder's URL).
+def status_cmd(run: str, storage: tuple[str, ...], address: str | None, as_json: bool) -> None:
+    """Show a run's status and progress from its manifest, or a Ray job's state.
+
+    RUN_OR_JOB is a run folder's URL, or a job id printed by `assay submit` (raysubmit_...);
+    for a job, the progress of the run it writes is shown too once its manifest exists.
 
     \b
-    Example:
+    Examples:
       assay status runs/run-34eb115a51a8
+      assay status raysubmit_XJ2gq3yLkZcvH1sT --address http://head:8265
     """
+    options = _parse_pairs(storage, "--storage-option")
+    if address is not None or _is_job_id(run):
+        _job_status(run, address, options, as_json)
+        return
     from assay.engine.runfolder import RunFolder
 
     base, _, run_id = run.rstrip("/").rpartition("/")
-    folder = RunFolder(base or ".", run_id, _parse_pairs(storage, "--storage-option"))
-    m = folder.read_manifest()
+    folder = RunFolder(base or ".", run_id, options)
     if as_json:
-        info = m.model_dump(
-            mode="json",
-            include={
-                "run_id",
-                "status",
-                "created_at",
-                "updated_at",
-                "progress",
-                "workers",
-                "error",
-            },
-        )
-        click.echo(json.dumps(info, indent=2))
+        click.echo(json.dumps(_manifest_status(folder), indent=2))
         return
+    _echo_run_status(folder)
+
+
+def _is_job_id(ref: str) -> bool:
+    from assay.cluster.jobs import is_job_id
+
+    return is_job_id(ref)
+
+
+def _manifest_status(folder: RunFolder) -> dict[str, Any]:
+    m = folder.read_manifest()
+    info: dict[str, Any] = m.model_dump(
+        mode="json",
+        include={"run_id", "status", "created_at", "updated_at", "progress", "workers", "error"},
+    )
+    return info
+
+
+def _echo_run_status(folder: RunFolder) -> None:
+    m = folder.read_manifest()
     click.echo(f"run {m.run_id}: {m.status} (updated {m.updated_at})")
     for stage in m.stages:
         p = m.progress.get(stage)
@@ -390,6 +413,182 @@ def status_cmd(run: str, storage: tuple[str, ...], as_json: bool) -> None:
         )
     if m.error:
         click.echo(f"  error: {m.error}")
+
+
+def _job_status(job_id: str, address: str | None, storage: dict[str, Any], as_json: bool) -> None:
+    from assay.cluster.jobs import job_state
+    from assay.engine.errors import StorageError
+    from assay.engine.runfolder import RunFolder
+
+    state = job_state(job_id, address)
+    folder = None
+    if state.run_id and state.run_url:
+        base = state.run_url[: -len(state.run_id)].rstrip("/") or "."
+        folder = RunFolder(base, state.run_id, storage)
+    run_info: dict[str, Any] | None = None
+    run_error: str | None = None
+    if folder is not None:
+        try:
+            run_info = _manifest_status(folder)
+        except StorageError as exc:
+            run_error = str(exc)  # not written yet (pending), or not readable from here
+        except Exception as exc:  # storage this machine cannot reach (no credentials, no s3fs)
+            run_error = f"{type(exc).__name__}: {exc}"
+    if as_json:
+        payload = {"job": dict(state.__dict__), "run": run_info, "run_error": run_error}
+        click.echo(json.dumps(payload, indent=2))
+        return
+    click.echo(f"job {state.job_id}: {state.status}")
+    if state.message:
+        click.echo(f"  message     {state.message}")
+    click.echo(f"  entrypoint  {state.entrypoint}")
+    if state.start_time:
+        took = f" ({state.duration_s:.1f} s)" if state.duration_s is not None else ""
+        click.echo(
+            f"  started     {state.start_time}"
+            + (f", ended {state.end_time}{took}" if state.end_time else "")
+        )
+    if state.run_url:
+        click.echo(f"  run folder  {state.run_url}")
+    if run_info is not None and folder is not None:
+        _echo_run_status(folder)
+    elif run_error:
+        click.echo(f"  run: no manifest to show ({run_error})")
+
+
+# -- Ray jobs ----------------------------------------------------------------------------------
+
+_ADDRESS_HELP = (
+    "Ray Jobs API (dashboard) address, e.g. http://HEAD:8265 "
+    "(default: RAY_API_SERVER_ADDRESS, RAY_ADDRESS, http://127.0.0.1:8265)."
+)
+
+
+@cli.command("submit")
+@click.argument("config")
+@click.option("--address", help=_ADDRESS_HELP)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config field by dotted path (passed on to `assay run`).",
+)
+@click.option(
+    "--output", "-o", help="Folder (any fsspec URL) for run folders, as the cluster sees it."
+)
+@click.option(
+    "--include",
+    multiple=True,
+    metavar="PATH",
+    help="A file or folder to ship next to the config in the job's working_dir (repeatable); "
+    "config paths starting with ./ resolve there.",
+)
+@click.option(
+    "--ship",
+    type=click.Choice(["source", "installed"]),
+    default="source",
+    show_default=True,
+    help="source: send this assay's code with the job (the cluster needs only its "
+    "dependencies). installed: the cluster image has assay; send only the config.",
+)
+@click.option(
+    "--pip",
+    multiple=True,
+    metavar="REQUIREMENT",
+    help="A pip requirement installed for the job (runtime_env pip; repeatable).",
+)
+@click.option(
+    "--wait", is_flag=True, help="Stream the job's logs until it ends; exit 1 unless it succeeded."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the submission as JSON.")
+def submit_cmd(
+    config: str,
+    address: str | None,
+    overrides: tuple[str, ...],
+    output: str | None,
+    include: tuple[str, ...],
+    ship: str,
+    pip: tuple[str, ...],
+    wait: bool,
+    as_json: bool,
+) -> None:
+    """Submit `assay run CONFIG` to a Ray cluster through the Ray Jobs API; print the job id.
+
+    The config (and --include files) travel in the job's working_dir; this assay's code travels
+    with it (--ship source) unless the cluster has assay installed (--ship installed). The config
+    is validated here first. Results go to --output as the cluster sees it: use object storage
+    (s3://...) on a real cluster.
+
+    \b
+    Examples:
+      assay submit nightly.yaml --address http://head:8265 --output s3://evals/runs
+      assay submit quick.yaml --include starter_suite.jsonl --output /shared/runs --wait
+      assay status raysubmit_XJ2gq3yLkZcvH1sT --address http://head:8265
+    """
+    from assay.cluster.jobs import follow_logs, submit
+
+    job = submit(
+        config,
+        address=address,
+        overrides=list(overrides),
+        output=output,
+        include=list(include),
+        ship=ship,
+        pip=list(pip),
+    )
+    if as_json:
+        click.echo(json.dumps(job.__dict__, indent=2))
+    else:
+        for note in job.notes:
+            click.echo(f"note: {note}", err=True)
+        click.echo(job.job_id)
+        click.echo(f"  run {job.run_id} -> {job.run_url}", err=True)
+        click.echo(
+            f"  follow with: assay logs {job.job_id} --address {job.address} --follow", err=True
+        )
+    if wait:
+        status = follow_logs(job.job_id, lambda s: click.echo(s, nl=False, err=True), address)
+        click.echo(f"job {job.job_id}: {status}", err=True)
+        if status != "SUCCEEDED":
+            raise click.exceptions.Exit(EXIT_ERROR)
+
+
+@cli.command("logs")
+@click.argument("job")
+@click.option("--address", help=_ADDRESS_HELP)
+@click.option("--follow", "-f", is_flag=True, help="Keep streaming until the job ends.")
+def logs_cmd(job: str, address: str | None, follow: bool) -> None:
+    """Print a Ray job's output (the `assay run` it executes).
+
+    \b
+    Example:
+      assay logs raysubmit_XJ2gq3yLkZcvH1sT --address http://head:8265 --follow
+    """
+    from assay.cluster.jobs import follow_logs, job_logs
+
+    if follow:
+        follow_logs(job, lambda s: click.echo(s, nl=False), address)
+    else:
+        click.echo(job_logs(job, address), nl=False)
+
+
+@cli.command("stop")
+@click.argument("job")
+@click.option("--address", help=_ADDRESS_HELP)
+def stop_cmd(job: str, address: str | None) -> None:
+    """Stop a Ray job; its committed shards stay, and submitting the config again resumes.
+
+    \b
+    Example:
+      assay stop raysubmit_XJ2gq3yLkZcvH1sT --address http://head:8265
+    """
+    from assay.cluster.jobs import stop_job
+
+    if stop_job(job, address):
+        click.echo(f"job {job}: stop requested")
+    else:
+        click.echo(f"job {job}: already ended")
 
 
 # -- skeleton: commands that later versions fill ---------------------------------------------------

@@ -230,6 +230,7 @@ class RayExecutor:
             return cls.options(  # type: ignore[attr-defined]
                 num_cpus=res.num_cpus,
                 num_gpus=res.num_gpus,
+                resources=dict(res.custom) or None,
                 max_concurrency=max(4, spec.max_in_flight),
             ).remote(spec, max_retries, backoff_s)
 

@@ -50,6 +50,22 @@ class Resources(_Strict):
     replicas: int = Field(default=1, ge=1, description="Actors serving this model.")
     num_cpus: float = Field(default=1.0, ge=0, description="CPUs per replica (fractions allowed).")
     num_gpus: float = Field(default=0.0, ge=0, description="GPUs per replica.")
+    custom: dict[str, float] = Field(
+        default_factory=dict,
+        description="Ray custom resources per replica, e.g. {'node_b': 1} to pin replicas to "
+        "nodes started with --resources='{\"node_b\": 8}' (or a GPU type label).",
+    )
+
+    @field_validator("custom")
+    @classmethod
+    def _custom(cls, value: dict[str, float]) -> dict[str, float]:
+        reserved = {"CPU", "GPU", "memory", "object_store_memory"} & set(value)
+        if reserved:
+            raise ValueError(f"use num_cpus/num_gpus, not custom resources {sorted(reserved)}")
+        bad = {k: v for k, v in value.items() if v < 0}
+        if bad:
+            raise ValueError(f"custom resource amounts must be >= 0, got {bad}")
+        return value
 
 
 class ModelSpec(_Strict):
