@@ -234,7 +234,9 @@ def test_update_manifest_changes_status_and_bumps_updated_at(
     created = run.init(base)
     assert created.updated_at == "2030-01-01T00:00:00+00:00"
 
-    updated = run.update_manifest(status="completed", progress={"verdicts": {"shards_done": 5, "shards_total": 6}})
+    updated = run.update_manifest(
+        status="completed", progress={"verdicts": {"shards_done": 5, "shards_total": 6}}
+    )
     assert updated.status == "completed"
     assert updated.updated_at == "2030-01-01T00:00:05+00:00"
     assert updated.created_at == created.created_at
