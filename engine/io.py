@@ -1,41 +1,695 @@
-"""All storage I/O goes through here: fsspec URLs, atomic writes, Parquet files.
+"""All storage I/O goes through here: fsspec URLs, atomic writes, Parquet files, retries.
 
 A location is a URL (``file://``, ``s3://``, ``gs://``, ``memory://``) or a plain local path, plus
 optional fsspec storage options. Writes are atomic for readers: on file systems with an atomic
 rename (local, memory) a file is written under a hidden temporary name in the same folder and then
 renamed; on object stores a completed PUT is atomic by itself, so the file is written in place.
 Temporary names start with ``.`` so pyarrow.dataset, DuckDB and pandas never read them.
+
+**Retries.** On object stores (every protocol without an atomic rename) a :class:`Location`'s file
+system is wrapped in :class:`RetryingFileSystem`: reads, listings, ``exists``, deletes, copies and
+writes that fail with a *transient* error (connection refused or reset, timeouts, HTTP 5xx,
+throttling) are retried with exponential backoff under a :class:`RetryPolicy` (by default long
+enough to ride out a gateway that is away for half a minute or more); *permanent* errors (403,
+404, an invalid bucket, a bad request) are raised at once, naming the URL. Each retry is logged
+at WARNING with the operation and the URL, never with data.
+
+A retried write never leaves a duplicate or half an object: a file opened for writing buffers
+its bytes (in memory, spilling to a local temporary file past 64 MiB), and ``close`` uploads the
+whole buffer as one object; a failed upload is aborted and redone from the buffer, so the object
+appears once, complete, or not at all. Writing the same key again is idempotent, which is also
+why an upload whose response was lost may safely be repeated. Local and memory file systems are
+used as they are: no wrapper, no retries.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import io
 import json
+import logging
+import os
 import posixpath
+import random
+import shutil
+import tempfile
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
-from .errors import StorageError
+from .errors import ConfigError, StorageError
+
+log = logging.getLogger(__name__)
 
 StorageOptions = dict[str, Any]
+T = TypeVar("T")
 
 _RENAME_PROTOCOLS = {"file", "local", "memory"}
 
 
+# -- retry policy ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How storage calls on object stores ride out transient errors.
+
+    A call is tried up to ``attempts`` times; the wait before retry ``n`` (1-based) is
+    ``min(max_s, base_s * 2**(n-1))`` scaled by a random factor in [0.5, 1] (jitter, so many
+    workers do not retry in lockstep), and no retry starts after ``deadline_s`` seconds from the
+    first try. The defaults (20 tries, 0.5 s doubling to 8 s, 120 s) outlast an object store that
+    is away for a minute; each can be set in the environment (``ASSAY_STORAGE_RETRY_ATTEMPTS``,
+    ``..._BASE_S``, ``..._MAX_S``, ``..._DEADLINE_S``) or in code with :func:`set_retry_policy`.
+    """
+
+    attempts: int = 20
+    """Tries in all, the first included (1 turns retries off)."""
+    base_s: float = 0.5
+    """Wait before the first retry, doubling after each."""
+    max_s: float = 8.0
+    """Longest wait between two tries."""
+    deadline_s: float = 120.0
+    """No retry starts later than this many seconds after the first try."""
+
+    def __post_init__(self) -> None:
+        """Checks the values."""
+        if self.attempts < 1:
+            raise ConfigError(f"storage retry attempts must be at least 1, not {self.attempts}")
+        for name in ("base_s", "max_s", "deadline_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"storage retry {name} must not be negative")
+
+    def delay(self, retry: int) -> float:
+        """The wait before retry number ``retry`` (1-based), with jitter."""
+        ceiling = min(self.max_s, self.base_s * (2 ** min(retry - 1, 30)))
+        return float(ceiling * _random.uniform(0.5, 1.0))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RetryPolicy:
+        """The defaults, overridden by ``ASSAY_STORAGE_RETRY_*`` variables where set."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, kind in (("attempts", int), ("base_s", float), ("max_s", float)):
+            raw = env.get(f"{ENV_PREFIX}{name.upper()}")
+            if raw:
+                values[name] = _parse_env(name, raw, kind)
+        raw = env.get(f"{ENV_PREFIX}DEADLINE_S")
+        if raw:
+            values["deadline_s"] = _parse_env("deadline_s", raw, float)
+        return cls(**values)
+
+
+ENV_PREFIX = "ASSAY_STORAGE_RETRY_"
+_random = random.Random()
+_policy_override: RetryPolicy | None = None
+# Indirections so tests can run the retry loop without waiting.
+_sleep: Callable[[float], None] = time.sleep
+_clock: Callable[[], float] = time.monotonic
+
+
+def _parse_env(name: str, raw: str, kind: type[int] | type[float]) -> Any:
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind.__name__}"
+        ) from None
+
+
+def retry_policy() -> RetryPolicy:
+    """The policy in force: the one set with :func:`set_retry_policy`, else from the environment."""
+    return _policy_override if _policy_override is not None else RetryPolicy.from_env()
+
+
+def set_retry_policy(policy: RetryPolicy | None) -> RetryPolicy | None:
+    """Sets the policy for this process (None: back to the environment); returns the old one."""
+    global _policy_override
+    old, _policy_override = _policy_override, policy
+    return old
+
+
+# -- which errors are transient --------------------------------------------------------------------
+
+# Exception classes (matched by name anywhere in the MRO, so neither botocore nor aiohttp has to be
+# importable here) that mean the request did not get a definite answer: try again.
+_TRANSIENT_NAMES = frozenset(
+    {
+        # botocore
+        "EndpointConnectionError",
+        "ConnectionClosedError",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+        "ProxyConnectionError",
+        "HTTPClientError",
+        "ResponseStreamingError",
+        "IncompleteReadError",
+        "ResponseParserError",
+        # aiohttp / fsspec
+        "ClientConnectionError",
+        "ClientConnectorError",
+        "ServerDisconnectedError",
+        "ServerTimeoutError",
+        "ClientPayloadError",
+        "ClientOSError",
+        "FSTimeoutError",
+        # http.client (a truncated body)
+        "IncompleteRead",
+        "RemoteDisconnected",
+        # asyncio.TimeoutError and concurrent.futures.TimeoutError on Python 3.10
+        "TimeoutError",
+    }
+)
+_TRANSIENT_ERRNOS = frozenset(
+    {
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.ETIMEDOUT,
+        errno.EPIPE,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.ENETDOWN,
+        errno.ENETRESET,
+        errno.EAGAIN,
+        errno.EBUSY,  # s3fs: 503 Service Unavailable, SlowDown, 409 OperationAborted
+        getattr(errno, "EREMOTEIO", errno.EIO),  # s3fs: 500 InternalError
+    }
+)
+# S3 (and GCS, Azure) error codes that mean "later": throttling and server trouble.
+_TRANSIENT_CODES = frozenset(
+    {
+        "InternalError",
+        "ServiceUnavailable",
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestLimitExceeded",
+        "TooManyRequests",
+        "TooManyRequestsException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "PriorRequestNotComplete",
+        "BandwidthLimitExceeded",
+        "OperationAborted",
+    }
+)
+# Errors that are definite answers even when something transient happened on the way to them.
+_PERMANENT = (
+    FileNotFoundError,
+    PermissionError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+)
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen and len(seen) < 10:
+        seen.add(id(cur))
+        yield cur
+        cur = cur.__cause__ or cur.__context__
+
+
+def _http_status(exc: BaseException) -> tuple[int | None, str | None]:
+    """The HTTP status and error code of a botocore-style ClientError (or None, None)."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return None, None
+    error = response.get("Error") or {}
+    meta = response.get("ResponseMetadata") or {}
+    code = error.get("Code")
+    status = meta.get("HTTPStatusCode")
+    if status is None and isinstance(code, str) and code.isdigit():
+        status = int(code)
+    return (int(status) if isinstance(status, int) else None), (str(code) if code else None)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a storage error may go away by trying again (see the module docstring)."""
+    if isinstance(exc, _PERMANENT):
+        return False
+    for cur in _chain(exc):
+        if isinstance(cur, _PERMANENT):
+            return False
+        if isinstance(cur, (ConnectionError, TimeoutError)):  # refused, reset, broken pipe
+            return True
+        if any(k.__name__ in _TRANSIENT_NAMES for k in type(cur).__mro__):
+            return True
+        status, code = _http_status(cur)
+        if status is not None or code is not None:
+            return (status is not None and (status >= 500 or status == 429)) or (
+                code in _TRANSIENT_CODES
+            )
+        if isinstance(cur, OSError) and cur.errno in _TRANSIENT_ERRNOS:
+            return True
+    return False
+
+
+def _describe(exc: BaseException) -> str:
+    """A one-line account of an error, with the storage error code where there is one."""
+    text = str(exc).strip()
+    if isinstance(exc, OSError) and exc.strerror in (None, "None") and exc.errno is not None:
+        text = ""  # s3fs's OSError(errno, None): the storage error code below says more
+    if text in ("", "None"):
+        text = ""
+    for cur in _chain(exc):
+        _, code = _http_status(cur)
+        if code and code not in text:
+            text = f"{text} ({code})" if text else code
+            break
+    return " ".join((text or type(exc).__name__).split())[:240]
+
+
+def _named(exc: BaseException, op: str, url: str) -> BaseException:
+    """A permanent error, reworded to name the URL.
+
+    Not found, permission denied and the like keep their type (callers catch them); the other
+    refusals of an object store (a bare OSError such as InvalidBucketName, a request the client
+    library rejected) become a :class:`StorageError`, which the CLI shows as one line.
+    """
+    message = f"{op} {url}: {_describe(exc)}"
+    if type(exc) in _PERMANENT:
+        if url in str(exc):
+            return exc
+        new: BaseException = type(exc)(message)
+        return new
+    if type(exc) in (OSError, ValueError) or any(
+        k.__name__ == "BotoCoreError" for k in type(exc).__mro__
+    ):
+        return StorageError(message)
+    return exc
+
+
+def call_with_retry(
+    fn: Callable[[], T],
+    op: str,
+    url: str,
+    policy: RetryPolicy | None = None,
+    on_retry: Callable[[], None] | None = None,
+) -> T:
+    """Calls ``fn`` until it succeeds, retrying transient storage errors under ``policy``.
+
+    ``op`` and ``url`` name the call in log lines and errors. ``on_retry`` runs before each retry
+    (e.g. to reopen a stream). A permanent error is raised at once (reworded to name the URL); a
+    transient one that outlasts the policy becomes a :class:`StorageError`.
+    """
+    policy = policy or retry_policy()
+    start = _clock()
+    attempt = 1
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_transient(exc):
+                named = _named(exc, op, url)
+                if named is exc:
+                    raise
+                raise named from exc
+            elapsed = _clock() - start
+            left = policy.deadline_s - elapsed
+            if attempt >= policy.attempts or left <= 0:
+                raise StorageError(
+                    f"{op} {url} failed after {attempt} attempt(s) in {elapsed:.1f} s: "
+                    f"{type(exc).__name__}: {_describe(exc)}"
+                ) from exc
+            delay = min(policy.delay(attempt), left)
+            log.warning(
+                "storage %s %s failed (%s: %s); retry %d/%d in %.1f s",
+                op,
+                url,
+                type(exc).__name__,
+                _describe(exc),
+                attempt,
+                policy.attempts - 1,
+                delay,
+            )
+            _sleep(delay)
+            attempt += 1
+            if on_retry is not None:
+                on_retry()
+
+
+# -- the retrying file system ----------------------------------------------------------------------
+
+_SPOOL_BYTES = 64 << 20
+_COPY_CHUNK = 8 << 20
+# Methods that only read, or that write whole objects, and so may simply be called again.
+_RETRIED = frozenset(
+    {
+        "cat",
+        "cat_file",
+        "cat_ranges",
+        "checksum",
+        "created",
+        "du",
+        "find",
+        "get",
+        "get_file",
+        "glob",
+        "head",
+        "info",
+        "isdir",
+        "listdir",
+        "ls",
+        "makedirs",
+        "mkdir",
+        "modified",
+        "pipe",
+        "pipe_file",
+        "put",
+        "put_file",
+        "read_bytes",
+        "read_text",
+        "size",
+        "sizes",
+        "tail",
+        "touch",
+        "write_bytes",
+        "write_text",
+        "copy",
+        "cp_file",
+    }
+)
+
+
+class RetryingFileSystem:
+    """An fsspec file system whose calls retry transient errors (see the module docstring).
+
+    Attributes and methods not named here pass through to the wrapped file system unchanged.
+    """
+
+    def __init__(self, fs: Any, policy: RetryPolicy | None = None) -> None:
+        """Wraps ``fs``; ``policy`` None means the process-wide :func:`retry_policy`."""
+        self._fs = fs
+        self._policy = policy
+
+    @property
+    def wrapped(self) -> Any:
+        """The file system underneath."""
+        return self._fs
+
+    @property
+    def policy(self) -> RetryPolicy:
+        """The retry policy in force for this file system."""
+        return self._policy or retry_policy()
+
+    def url(self, path: str) -> str:
+        """The full URL of a path of this file system (for messages)."""
+        try:
+            return str(self._fs.unstrip_protocol(path))
+        except Exception:
+            return path
+
+    def _retry(self, op: str, path: Any, fn: Callable[[], T]) -> T:
+        where = self.url(path) if isinstance(path, str) else str(path)
+        return call_with_retry(fn, op, where, self.policy)
+
+    def __getattr__(self, name: str) -> Any:
+        fs = self.__dict__.get("_fs")
+        if fs is None:
+            raise AttributeError(name)
+        attr = getattr(fs, name)
+        if name not in _RETRIED or not callable(attr):
+            return attr
+
+        def retried(path: Any = None, *args: Any, **kwargs: Any) -> Any:
+            call_args = () if path is None else (path,)
+            return self._retry(name, path, lambda: attr(*call_args, *args, **kwargs))
+
+        retried.__name__ = name
+        return retried
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RetryingFileSystem, (self._fs, self._policy))
+
+    def __repr__(self) -> str:
+        return f"RetryingFileSystem({self._fs!r})"
+
+    # Existence checks must not read an outage as "missing" (fsspec's default exists() and
+    # isfile() turn every error into False), so they go through info().
+    def exists(self, path: str, **kwargs: Any) -> bool:
+        """Whether anything exists at ``path`` (transient errors are retried, not read as no)."""
+
+        def probe() -> bool:
+            try:
+                self._fs.info(path, **kwargs)
+            except FileNotFoundError:
+                return False
+            return True
+
+        return self._retry("exists", path, probe)
+
+    def isfile(self, path: str) -> bool:
+        """Whether ``path`` is a file."""
+
+        def probe() -> bool:
+            try:
+                return bool(self._fs.info(path).get("type") == "file")
+            except FileNotFoundError:
+                return False
+
+        return self._retry("isfile", path, probe)
+
+    def rm(self, path: Any, recursive: bool = False, **kwargs: Any) -> None:
+        """Deletes; a retry that finds the target gone (the lost reply of a delete) is done."""
+        self._delete("rm", path, lambda: self._fs.rm(path, recursive=recursive, **kwargs))
+
+    def rm_file(self, path: str) -> None:
+        """Deletes one file (see :meth:`rm`)."""
+        self._delete("rm_file", path, lambda: self._fs.rm_file(path))
+
+    def _delete(self, op: str, path: Any, fn: Callable[[], Any]) -> None:
+        tried = [False]
+
+        def once() -> None:
+            first = not tried[0]
+            tried[0] = True
+            try:
+                fn()
+            except FileNotFoundError:
+                if first:
+                    raise
+
+        self._retry(op, path, once)
+
+    def mv(self, path1: str, path2: str, **kwargs: Any) -> None:
+        """Moves (copy then delete on object stores); a retry after a lost reply is detected."""
+        tried = [False]
+
+        def once() -> None:
+            first = not tried[0]
+            tried[0] = True
+            try:
+                self._fs.mv(path1, path2, **kwargs)
+            except FileNotFoundError:
+                # an earlier try that looked failed may have finished the move
+                if first or not self._fs.exists(path2) or self._fs.exists(path1):
+                    raise
+
+        self._retry("mv", path1, once)
+
+    move = mv
+    rename = mv
+
+    def open(self, path: str, mode: str = "rb", **kwargs: Any) -> IO[Any]:
+        """Opens a file: reads reopen and resume after a transient error; writes upload whole."""
+        compression = kwargs.pop("compression", None)
+        if "b" not in mode:
+            text = {k: kwargs.pop(k) for k in ("encoding", "errors", "newline") if k in kwargs}
+            binary = self.open(path, mode.replace("t", "") + "b", compression=compression, **kwargs)
+            return io.TextIOWrapper(binary, **text)
+        raw: IO[bytes]
+        if mode == "rb":
+            raw = _RetryingReader(self, path, kwargs)  # type: ignore[assignment]
+        elif mode == "wb":
+            raw = _WholeObjectWriter(self, path, kwargs)  # type: ignore[assignment]
+        else:  # appends and exclusive creates: no safe way to redo them blindly
+            raw = self._retry("open", path, lambda: self._fs.open(path, mode, **kwargs))
+        if compression is not None:
+            from fsspec.compression import compr
+            from fsspec.core import get_compression
+
+            codec = get_compression(path, compression)
+            if codec is not None:
+                raw = compr[codec](raw, mode=mode[0])
+        return raw
+
+
+class _RetryingReader(io.RawIOBase):
+    """A read-only stream over a remote file; after a transient error it reopens where it was."""
+
+    def __init__(self, fs: RetryingFileSystem, path: str, kwargs: dict[str, Any]) -> None:
+        super().__init__()
+        self._rfs = fs
+        self._path = path
+        self._kwargs = kwargs
+        self._pos = 0
+        self._f: Any = None
+        self._f = fs._retry("open", path, self._open)
+
+    def _open(self) -> Any:
+        f = self._rfs.wrapped.open(self._path, "rb", **self._kwargs)
+        if self._pos:
+            f.seek(self._pos)
+        return f
+
+    def _reopen(self) -> None:
+        old, self._f = self._f, None
+        if old is not None:
+            with contextlib.suppress(Exception):  # the old stream is broken; only a new one counts
+                old.close()
+
+    def _do(self, op: str, fn: Callable[[Any], T]) -> T:
+        def once() -> T:
+            if self._f is None:
+                self._f = self._open()
+            out = fn(self._f)
+            self._pos = self._f.tell()
+            return out
+
+        return call_with_retry(once, op, self._rfs.url(self._path), self._rfs.policy, self._reopen)
+
+    def __getattr__(self, name: str) -> Any:  # size, details, ... of the underlying file
+        f = self.__dict__.get("_f")
+        if f is None:
+            raise AttributeError(name)
+        return getattr(f, name)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        return bytes(self._do("read", lambda f: f.read(-1 if size is None else size)))
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(memoryview(buffer)))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return bytes(self._do("read", lambda f: f.readline(-1 if size is None else size)))
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return int(self._do("seek", lambda f: f.seek(offset, whence)))
+
+    def tell(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        if not self.closed:
+            self._reopen()
+        super().close()
+
+
+class _WholeObjectWriter(io.RawIOBase):
+    """A write-only stream that becomes one object at close: uploaded whole, retried whole.
+
+    Bytes are spooled (memory, then a local temporary file); ``close`` opens the remote file,
+    copies the spool into it and closes it (the PUT, or the completion of a multipart upload).
+    A failed attempt is discarded (an unfinished multipart upload is aborted) and redone from the
+    start of the spool. ``discard`` drops everything: nothing is uploaded.
+    """
+
+    def __init__(self, fs: RetryingFileSystem, path: str, kwargs: dict[str, Any]) -> None:
+        super().__init__()
+        self._rfs = fs
+        self._path = path
+        self._kwargs = kwargs
+        self._spool: Any = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115
+        self.path = path
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        if self.closed:
+            raise ValueError(f"write to closed file {self._rfs.url(self._path)}")
+        n: int = self._spool.write(data)
+        return n
+
+    def tell(self) -> int:
+        return int(self._spool.tell())
+
+    def flush(self) -> None:
+        """Nothing goes out before close."""
+
+    def discard(self) -> None:
+        """Drops the buffered bytes; nothing is written."""
+        if not self.closed:
+            self._spool.close()
+            super().close()
+
+    def _upload(self) -> None:
+        self._spool.seek(0)
+        f = self._rfs.wrapped.open(self._path, "wb", **self._kwargs)
+        try:
+            shutil.copyfileobj(self._spool, f, _COPY_CHUNK)
+            f.close()
+        except BaseException:
+            discard = getattr(f, "discard", None)
+            if callable(discard):
+                with contextlib.suppress(Exception):  # nothing more to undo
+                    discard()  # aborts a multipart upload, drops the buffer
+            raise
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            self._rfs._retry("write", self._path, self._upload)
+        finally:
+            self._spool.close()
+            super().close()
+
+
+def _wrap(fs: Any) -> Any:
+    """The file system to use for ``fs``: object stores get retries, the rest stay as they are."""
+    if isinstance(fs, RetryingFileSystem) or _renames_atomically(fs):
+        return fs
+    return RetryingFileSystem(fs)
+
+
+def _renames_atomically(fs: Any) -> bool:
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return any(p in _RENAME_PROTOCOLS for p in protocols)
+
+
+# -- locations -------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Location:
-    """A folder or file on some fsspec file system: the URL it came from, the fs and the path."""
+    """A folder or file on some fsspec file system: the URL it came from, the fs and the path.
+
+    The file system of an object store is wrapped in :class:`RetryingFileSystem` on creation.
+    """
 
     url: str
     fs: fsspec.AbstractFileSystem = field(repr=False, compare=False)
     path: str
+
+    def __post_init__(self) -> None:
+        """Gives object stores their retries."""
+        object.__setattr__(self, "fs", _wrap(self.fs))
 
     @classmethod
     def parse(cls, url: str, storage_options: StorageOptions | None = None) -> Location:
@@ -69,8 +723,7 @@ class Location:
     @property
     def atomic_rename(self) -> bool:
         """Whether this file system renames atomically (else writes are single atomic PUTs)."""
-        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
-        return any(p in _RENAME_PROTOCOLS for p in protocols)
+        return _renames_atomically(self.fs)
 
     def exists(self) -> bool:
         """Whether anything exists at this location."""
@@ -106,7 +759,9 @@ class Location:
 def atomic_open(loc: Location) -> Iterator[IO[bytes]]:
     """Opens ``loc`` for writing so that readers see either nothing or the whole file.
 
-    On an exception inside the block the partial file is removed and nothing is committed.
+    On an exception inside the block the partial file is removed and nothing is committed. On an
+    object store the bytes are uploaded as one object when the block ends, and the upload is
+    retried whole after a transient error (see the module docstring).
     """
     parent = loc.parent()
     parent.makedirs()
@@ -121,8 +776,8 @@ def atomic_open(loc: Location) -> Iterator[IO[bytes]]:
             raise
     else:
         # An object store's PUT is atomic: the object appears only when the upload completes.
-        # Aborting (an exception in the block) must not complete it: fsspec's buffered files
-        # upload on close, so discard the buffer instead of closing normally.
+        # Aborting (an exception in the block) must not complete it: the file buffers until
+        # close, so discard the buffer instead of closing normally.
         f = loc.open("wb")
         try:
             yield f
@@ -156,3 +811,20 @@ def read_parquet(loc: Location, columns: list[str] | None = None) -> pa.Table:
     """Reads one Parquet file."""
     with loc.open("rb") as f:
         return pq.read_table(f, columns=columns)
+
+
+__all__ = [
+    "Location",
+    "RetryPolicy",
+    "RetryingFileSystem",
+    "StorageOptions",
+    "atomic_open",
+    "call_with_retry",
+    "is_transient",
+    "read_parquet",
+    "retry_policy",
+    "set_retry_policy",
+    "write_bytes_atomic",
+    "write_json_atomic",
+    "write_parquet_atomic",
+]
