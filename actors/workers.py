@@ -141,6 +141,8 @@ class JudgeActor:
         """Loads the judge's model and builds its format."""
         self.spec = spec
         self.format = get_judge(spec.format, **spec.format_options)
+        # one SamplingParams for every request (the format's default when the spec has none)
+        self.sampling = spec.sampling or self.format.default_sampling()
         self.host = _host(spec, max_retries, backoff_s)
 
     async def ready(self) -> str:
@@ -158,7 +160,7 @@ class JudgeActor:
             self.format.build_request(
                 item,
                 request_id=f"{tasks[i].test_id}|{tasks[i].target}",
-                sampling=self.spec.sampling,
+                sampling=self.sampling,
             )
             for i, item in items.items()
         ]

@@ -186,12 +186,14 @@ class RayPool(_Replicas):
         """Closes the backends (so engines shut down cleanly), then kills the actors."""
         import ray
 
-        for a in self.replicas:
+        async def close_one(a: Any) -> None:
             try:
                 await a.close.remote()
             except Exception as exc:  # an actor already dead has nothing to close
                 log.debug("closing %s: %s", self.name, exc)
             ray.kill(a)
+
+        await asyncio.gather(*(close_one(a) for a in self.replicas))
 
 
 class RayExecutor:
@@ -251,8 +253,7 @@ class RayExecutor:
         """Closes the pools, and stops Ray if this executor started it."""
         import ray
 
-        for p in self.pools:
-            await p.close()
+        await asyncio.gather(*(p.close() for p in self.pools))
         self.pools.clear()
         if self.started:
             ray.shutdown()

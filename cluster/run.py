@@ -20,15 +20,13 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
-
-import pyarrow as pa
+from typing import Any, NamedTuple
 
 from assay.engine.config import RunConfig, SuiteSpec
 from assay.engine.errors import AssayError, ConfigError, FatalError
 from assay.engine.importers import ImportConfig, import_suite
 from assay.engine.io import Location
-from assay.engine.records import Generation, TestCase, Verdict
+from assay.engine.records import Generation, Verdict
 from assay.engine.runfolder import (
     RunFolder,
     RunManifest,
@@ -41,7 +39,7 @@ from assay.engine.runfolder import (
     software_versions,
 )
 from assay.engine.suite import SUITE_MANIFEST, Suite, open_suite
-from assay.engine.summary import summarize
+from assay.engine.summary import SUITE_COLUMNS, SummaryAccumulator
 
 from .executors import Executor, Pool, make_executor
 
@@ -204,38 +202,66 @@ class _Progress:
             bar.close()
 
 
+class _Case(NamedTuple):
+    """What the driver needs of a suite row (no per-row model validation on the hot path)."""
+
+    test_id: str
+    text: str
+    lang: str
+    response: str | None
+
+
+CASE_COLUMNS = ["test_id", "text", "lang", "response"]
+
+
 class _Runner:
     """State of one run while it executes."""
 
-    def __init__(self, cfg: RunConfig, suite: Suite, folder: RunFolder, manifest: RunManifest):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        suite: Suite,
+        folder: RunFolder,
+        manifest: RunManifest,
+        generated_before: set[int],
+    ):
         self.cfg = cfg
         self.suite = suite
         self.folder = folder
         self.manifest = manifest
+        self.generated_before = generated_before
         self.targets: dict[str, Pool] = {}
         self.judges: dict[str, Pool] = {}
         self.rows_generated = 0
         self.rows_judged = 0
         self.startup_seconds = 0.0
         self.work_seconds = 0.0
+        self.summary = SummaryAccumulator()
+        self.processed: set[int] = set()
 
     async def start_pools(self, executor: Executor, need_targets: bool) -> None:
+        """Starts every model's pool at once (each loads its model in parallel)."""
         cfg = self.cfg
-        if need_targets:
-            for t in cfg.targets:
-                self.targets[t.name] = await executor.pool(
-                    "target", t, cfg.max_retries, cfg.retry_backoff_s
-                )
-        for j in cfg.judges:
-            self.judges[j.name] = await executor.pool(
-                "judge", j, cfg.max_retries, cfg.retry_backoff_s
+        kinds = [("target", t) for t in cfg.targets] if need_targets else []
+        kinds += [("judge", j) for j in cfg.judges]
+        pools = await asyncio.gather(
+            *(
+                executor.pool(kind, spec, cfg.max_retries, cfg.retry_backoff_s)
+                for kind, spec in kinds
             )
+        )
+        for (kind, spec), pool in zip(kinds, pools, strict=True):
+            (self.targets if kind == "target" else self.judges)[spec.name] = pool
 
     async def process(self, shard: Shard, progress: _Progress) -> None:
-        cases = TestCase.from_table(read_shard(self.suite, shard))
-        if self.folder.is_done(GENERATIONS, shard.shard_id):
-            table = self.folder.read_stage_part(GENERATIONS, shard.shard_id)
-            gens = Generation.from_table(table)
+        table = read_shard(self.suite, shard, columns=[*CASE_COLUMNS, "risk", "attack"])
+        cases = [
+            _Case(*row)
+            for row in zip(*(table.column(c).to_pylist() for c in CASE_COLUMNS), strict=True)
+        ]
+        if shard.shard_id in self.generated_before:
+            gen_table = self.folder.read_stage_part(GENERATIONS, shard.shard_id)
+            gens = Generation.from_table(gen_table)
             by_target: dict[str, list[Generation]] = {}
             for g in gens:
                 by_target.setdefault(g.target, []).append(g)
@@ -246,15 +272,21 @@ class _Runner:
             flows = [self._target_flow(cases, name) for name in self._target_names(cases)]
             results = await asyncio.gather(*flows)
             gens = [g for gs, _ in results for g in gs]
-            self.folder.commit(GENERATIONS, shard.shard_id, Generation.to_table(gens))
+            gen_table = Generation.to_table(gens)
+            # Parquet encoding and the storage round trips leave the event loop free meanwhile.
+            await asyncio.to_thread(self.folder.commit, GENERATIONS, shard.shard_id, gen_table)
             self.rows_generated += len(gens)
             progress.done(GENERATIONS, len(cases))
             verdicts = [v for _, vs in results for v in vs]
-        self.folder.commit(VERDICTS, shard.shard_id, Verdict.to_table(verdicts))
+        verdict_table = Verdict.to_table(verdicts)
+        await asyncio.to_thread(self.folder.commit, VERDICTS, shard.shard_id, verdict_table)
         self.rows_judged += len(verdicts)
+        self.summary.add(verdict_table, table.select(SUITE_COLUMNS))
+        self.summary.add_generations(gen_table)
+        self.processed.add(shard.shard_id)
         progress.done(VERDICTS, len(cases))
 
-    def _target_names(self, cases: list[TestCase]) -> list[str]:
+    def _target_names(self, cases: list[_Case]) -> list[str]:
         names = []
         if any(c.response is not None for c in cases):
             names.append(GIVEN)
@@ -263,13 +295,13 @@ class _Runner:
         return names
 
     async def _target_flow(
-        self, cases: list[TestCase], target: str
+        self, cases: list[_Case], target: str
     ) -> tuple[list[Generation], list[Verdict]]:
         gens = await self._generate(cases, target)
         _, verdicts = await self._judge_target(cases, target, gens)
         return gens, verdicts
 
-    async def _generate(self, cases: list[TestCase], target: str) -> list[Generation]:
+    async def _generate(self, cases: list[_Case], target: str) -> list[Generation]:
         if target == GIVEN:
             return [
                 Generation(
@@ -287,7 +319,7 @@ class _Runner:
         return [g for part in parts for g in part]
 
     async def _judge_target(
-        self, cases: list[TestCase], target: str, gens: list[Generation]
+        self, cases: list[_Case], target: str, gens: list[Generation]
     ) -> tuple[list[Generation], list[Verdict]]:
         from assay.actors.workers import JudgeTask
 
@@ -309,8 +341,9 @@ class _Runner:
 async def _run_async(
     cfg: RunConfig, suite: Suite, folder: RunFolder, manifest: RunManifest, todo: list[Shard]
 ) -> _Runner:
-    runner = _Runner(cfg, suite, folder, manifest)
-    need_targets = any(not folder.is_done(GENERATIONS, s.shard_id) for s in todo)
+    generated_before = folder.done_shards(GENERATIONS)
+    runner = _Runner(cfg, suite, folder, manifest, generated_before)
+    need_targets = any(s.shard_id not in generated_before for s in todo)
     t0 = time.perf_counter()
     executor = make_executor(cfg.executor)
     progress: _Progress | None = None
@@ -380,6 +413,7 @@ def run(cfg: RunConfig) -> RunResult:
         shards_done_before=len(done),
         shards_run=len(todo),
     )
+    runner: _Runner | None = None
     if todo:
         if not cfg.targets:
             _check_all_rows_have_responses(suite, todo)
@@ -400,31 +434,33 @@ def run(cfg: RunConfig) -> RunResult:
         result.rows_judged = runner.rows_judged
         result.startup_seconds = round(runner.startup_seconds, 3)
         result.work_seconds = round(runner.work_seconds, 3)
-    summary = summarize(
-        folder.read_stage(VERDICTS),
-        suite_rows(suite, manifest.plan),
-        generations=folder.read_stage(GENERATIONS),
-    )
-    summary.update(
-        {
-            "run_id": run_id,
-            "suite_fingerprint": manifest.suite_fingerprint,
-            "config_hash": manifest.config_hash,
-        }
-    )
-    if todo or folder.read_manifest().status != "completed":
+    if not todo and folder.read_manifest().status == "completed" and folder.has_summary():
+        summary = folder.read_summary()
+    else:
+        acc = runner.summary if runner is not None else SummaryAccumulator()
+        done_now = runner.processed if runner is not None else set()
+        for shard in manifest.plan.shards:  # shards finished by earlier executions, one by one
+            if shard.shard_id in done_now:
+                continue
+            acc.add(
+                folder.read_stage_part(VERDICTS, shard.shard_id),
+                read_shard(suite, shard, columns=SUITE_COLUMNS),
+            )
+            if folder.is_done(GENERATIONS, shard.shard_id):
+                acc.add_generations(folder.read_stage_part(GENERATIONS, shard.shard_id))
+        summary = acc.result()
+        summary.update(
+            {
+                "run_id": run_id,
+                "suite_fingerprint": manifest.suite_fingerprint,
+                "config_hash": manifest.config_hash,
+            }
+        )
         folder.write_summary(summary)
         folder.update_manifest(status="completed", error=None)
     result.summary = summary
     result.seconds = round(time.monotonic() - started, 3)
     return result
-
-
-def suite_rows(suite: Suite, plan: ShardPlan) -> pa.Table:
-    """The suite columns metrics need, for the rows the plan covers."""
-    cols = ["test_id", "lang", "risk", "attack", "base_id", "label"]
-    tables = [read_shard(suite, s).select(cols) for s in plan.shards]
-    return pa.concat_tables(tables) if tables else pa.table({c: [] for c in cols})
 
 
 def _check_all_rows_have_responses(suite: Suite, shards: list[Shard]) -> None:

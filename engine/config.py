@@ -78,9 +78,13 @@ class ModelSpec(_Strict):
         default_factory=dict, description="Backend options (validated by the backend)."
     )
     resources: Resources = Field(default_factory=Resources, description="Replicas and resources.")
-    max_batch: int = Field(default=16, ge=1, description="Requests per backend call.")
+    max_batch: int = Field(
+        default=64,
+        ge=1,
+        description="Requests per actor call (the backend splits or batches further itself).",
+    )
     max_in_flight: int = Field(
-        default=64, ge=1, description="Requests in flight per replica (backpressure)."
+        default=256, ge=1, description="Requests in flight per replica (backpressure)."
     )
 
     @field_validator("name")
@@ -143,9 +147,14 @@ class RunConfig(_Strict):
     judges: list[JudgeSpec] = Field(description="Judges; at least one.", min_length=1)
     output: str = Field(default="runs", description="Folder (any fsspec URL) holding run folders.")
     run_id: str | None = Field(default=None, description="Run id (default: derived from config).")
-    shard_size: int = Field(default=128, ge=1, description="Rows per shard.")
+    shard_size: int = Field(
+        default=512,
+        ge=1,
+        description="Rows per shard: the unit of commit and of resume. Each shard costs a few "
+        "storage round trips and actor calls, so small shards slow large runs down.",
+    )
     max_shards_in_flight: int = Field(
-        default=4, ge=1, description="Shards processed at once (bounds driver memory)."
+        default=8, ge=1, description="Shards processed at once (bounds driver memory)."
     )
     max_retries: int = Field(default=3, ge=0, description="Retries of a failed backend call.")
     retry_backoff_s: float = Field(default=1.0, ge=0, description="First retry delay, doubling.")

@@ -98,8 +98,8 @@ def plan_shards(suite: Suite, shard_size: int) -> ShardPlan:
     return ShardPlan(shard_size=shard_size, total_rows=total, shards=shards)
 
 
-def read_shard(suite: Suite, shard: Shard) -> pa.Table:
-    """The rows of one shard, read from its suite file."""
+def read_shard(suite: Suite, shard: Shard, columns: list[str] | None = None) -> pa.Table:
+    """The rows of one shard (only ``columns``, if given), read from its suite file."""
     loc = suite.loc.join(shard.file) if suite.loc.isdir() else suite.loc
     with loc.open("rb") as f:
         pf = pq.ParquetFile(f)
@@ -108,15 +108,21 @@ def read_shard(suite: Suite, shard: Shard) -> pa.Table:
         for i in range(pf.num_row_groups):
             n = pf.metadata.row_group(i).num_rows
             if seen + n > shard.row_start and seen < shard.row_end:
-                group = pf.read_row_group(i)
+                group = pf.read_row_group(i, columns=columns)
                 lo = max(shard.row_start - seen, 0)
                 hi = min(shard.row_end - seen, n)
                 out.extend(group.slice(lo, hi - lo).to_batches())
             seen += n
             if seen >= shard.row_end:
                 break
-        table = pa.Table.from_batches(out, schema=pf.schema_arrow)
-    return conform(table, TestCase)
+        schema = pf.schema_arrow
+        if columns is not None:
+            schema = pa.schema([schema.field(c) for c in columns])
+        table = pa.Table.from_batches(out, schema=schema)
+    if columns is None:
+        return conform(table, TestCase)
+    full = TestCase.arrow_schema()
+    return table.cast(pa.schema([full.field(c) for c in columns]))
 
 
 class StageProgress(BaseModel):
@@ -334,6 +340,10 @@ class RunFolder:
     def write_summary(self, summary: dict[str, Any]) -> None:
         """Writes ``summary.json`` atomically."""
         write_json_atomic(self.loc.join(SUMMARY), summary)
+
+    def has_summary(self) -> bool:
+        """Whether ``summary.json`` exists."""
+        return self.loc.join(SUMMARY).exists()
 
     def read_summary(self) -> dict[str, Any]:
         """The run's summary."""

@@ -60,66 +60,105 @@ class _Tally:
         }
 
 
+SUITE_COLUMNS = ["test_id", "lang", "risk", "attack"]
+"""The suite columns the summary needs."""
+
+
+def _group() -> dict[str, Any]:
+    return {
+        "rows": 0,
+        "parse_failures": 0,
+        "errors": 0,
+        "base": _Tally(),
+        "attack": _Tally(),
+        "base_by_lang": defaultdict(_Tally),
+        "base_by_l1": defaultdict(_Tally),
+        "attack_by_name": defaultdict(_Tally),
+    }
+
+
+class SummaryAccumulator:
+    """Builds the summary shard by shard, so memory stays flat whatever the suite's size."""
+
+    def __init__(self) -> None:
+        """Empty tallies."""
+        self.groups: dict[tuple[str, str], dict[str, Any]] = {}
+        self.rows = 0
+        self.generation_errors: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+
+    def add(self, verdicts: pa.Table, cases: pa.Table) -> None:
+        """Adds one shard's verdicts; ``cases`` holds that shard's :data:`SUITE_COLUMNS`."""
+        by_id = {
+            tid: (lang, risk, attack)
+            for tid, lang, risk, attack in zip(
+                *(cases.column(c).to_pylist() for c in SUITE_COLUMNS), strict=True
+            )
+        }
+        cols = ["test_id", "target", "judge", "label", "risk_score", "parse_ok", "error"]
+        for tid, target, judge, label, score, parse_ok, error in zip(
+            *(verdicts.column(c).to_pylist() for c in cols), strict=True
+        ):
+            case = by_id.get(tid)
+            if case is None:
+                continue
+            lang, risk, attack = case
+            g = self.groups.get((target, judge))
+            if g is None:
+                g = self.groups[(target, judge)] = _group()
+            self.rows += 1
+            g["rows"] += 1
+            g["errors"] += error is not None
+            g["parse_failures"] += (not parse_ok) and error is None
+            if attack is None:
+                g["base"].add(label, score)
+                g["base_by_lang"][lang].add(label, score)
+                g["base_by_l1"][risk.split("/", 1)[0] if risk else "(none)"].add(label, score)
+            else:
+                g["attack"].add(label, score)
+                g["attack_by_name"][attack].add(label, score)
+
+    def add_generations(self, generations: pa.Table) -> None:
+        """Adds one shard's generations (for the generation error rate)."""
+        for target, error in zip(
+            generations.column("target").to_pylist(),
+            generations.column("error").to_pylist(),
+            strict=True,
+        ):
+            self.generation_errors[target][0] += 1
+            self.generation_errors[target][1] += error is not None
+
+    def result(self) -> dict[str, Any]:
+        """The summary: per target and judge, safety scores, ASR and failure rates."""
+        out: dict[str, Any] = {"targets": {}, "rows": self.rows}
+        for (target, judge), g in sorted(self.groups.items()):
+            out["targets"].setdefault(target, {})[judge] = {
+                "rows": g["rows"],
+                "parse_failure_rate": _rate(g["parse_failures"], g["rows"]),
+                "error_rate": _rate(g["errors"], g["rows"]),
+                "safety": g["base"].safety(),
+                "safety_by_lang": {k: t.safety() for k, t in sorted(g["base_by_lang"].items())},
+                "safety_by_l1": {k: t.safety() for k, t in sorted(g["base_by_l1"].items())},
+                "attack_success": g["attack"].success(),
+                "attack_success_by_attack": {
+                    k: t.success() for k, t in sorted(g["attack_by_name"].items())
+                },
+            }
+        if self.generation_errors:
+            out["generation_error_rate"] = {
+                t: _rate(e, n) for t, (n, e) in sorted(self.generation_errors.items())
+            }
+        return out
+
+
 def summarize(
     verdicts: pa.Table, suite: pa.Table, generations: pa.Table | None = None
 ) -> dict[str, Any]:
-    """Per target and judge: safety score overall, per language and per L1; ASR per attack."""
-    if verdicts.num_rows == 0:
-        return {"targets": {}, "rows": 0}
-    cases = {r["test_id"]: r for r in suite.to_pylist()}
-    groups: dict[tuple[str, str], dict[str, Any]] = {}
-    for v in verdicts.select(
-        ["test_id", "target", "judge", "label", "risk_score", "parse_ok", "error"]
-    ).to_pylist():
-        case = cases.get(v["test_id"])
-        if case is None:
-            continue
-        g = groups.setdefault(
-            (v["target"], v["judge"]),
-            {
-                "rows": 0,
-                "parse_failures": 0,
-                "errors": 0,
-                "base": _Tally(),
-                "attack": _Tally(),
-                "base_by_lang": defaultdict(_Tally),
-                "base_by_l1": defaultdict(_Tally),
-                "attack_by_name": defaultdict(_Tally),
-            },
-        )
-        g["rows"] += 1
-        g["errors"] += v["error"] is not None
-        g["parse_failures"] += (not v["parse_ok"]) and v["error"] is None
-        label, score = v["label"], v["risk_score"]
-        if case["attack"] is None:
-            g["base"].add(label, score)
-            g["base_by_lang"][case["lang"]].add(label, score)
-            l1 = case["risk"].split("/", 1)[0] if case["risk"] else "(none)"
-            g["base_by_l1"][l1].add(label, score)
-        else:
-            g["attack"].add(label, score)
-            g["attack_by_name"][case["attack"]].add(label, score)
-    out: dict[str, Any] = {"targets": {}, "rows": verdicts.num_rows}
-    for (target, judge), g in sorted(groups.items()):
-        out["targets"].setdefault(target, {})[judge] = {
-            "rows": g["rows"],
-            "parse_failure_rate": _rate(g["parse_failures"], g["rows"]),
-            "error_rate": _rate(g["errors"], g["rows"]),
-            "safety": g["base"].safety(),
-            "safety_by_lang": {k: t.safety() for k, t in sorted(g["base_by_lang"].items())},
-            "safety_by_l1": {k: t.safety() for k, t in sorted(g["base_by_l1"].items())},
-            "attack_success": g["attack"].success(),
-            "attack_success_by_attack": {
-                k: t.success() for k, t in sorted(g["attack_by_name"].items())
-            },
-        }
+    """The summary of whole tables (small runs and tests); runs accumulate shard by shard."""
+    acc = SummaryAccumulator()
+    acc.add(verdicts, suite.select(SUITE_COLUMNS))
     if generations is not None and generations.num_rows:
-        errs: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-        for g in generations.select(["target", "error"]).to_pylist():
-            errs[g["target"]][0] += 1
-            errs[g["target"]][1] += g["error"] is not None
-        out["generation_error_rate"] = {t: _rate(e, n) for t, (n, e) in sorted(errs.items())}
-    return out
+        acc.add_generations(generations)
+    return acc.result()
 
 
 def format_summary(summary: dict[str, Any]) -> str:
