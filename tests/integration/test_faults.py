@@ -118,10 +118,11 @@ def test_spent_restart_budget_fails_the_run_naming_the_model(tmp_path: Path) -> 
 
 @pytest.mark.slow
 @pytest.mark.skipif(ASSAY is None, reason="the assay console script is not installed")
-def test_driver_killed_mid_run_resumes_with_the_same_command(tmp_path: Path) -> None:
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_driver_killed_mid_run_resumes_with_the_same_command(tmp_path: Path, executor: str) -> None:
     data = _config(
         tmp_path,
-        executor={"kind": "local"},
+        executor={"kind": executor, "num_cpus": 8},
         max_shards_in_flight=1,
         targets=[
             {
@@ -143,7 +144,7 @@ def test_driver_killed_mid_run_resumes_with_the_same_command(tmp_path: Path) -> 
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     while len(folder.done_shards(VERDICTS)) < 3:
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
         assert time.monotonic() < deadline, "the run made no progress"
