@@ -51,10 +51,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from assay.engine import __version__
-from assay.engine.config import load_config
+from assay.engine.config import load_config, read_config_file
 from assay.engine.errors import AssayError, ConfigError, FatalError
 from assay.engine.io import Location
 
@@ -178,16 +176,7 @@ def plan_job(
     overrides = list(overrides or [])
     if output:
         overrides.append(f"output={output}")
-    try:
-        raw = Location.parse(config).read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"no config file at {config}") from None
-    try:
-        data = yaml.safe_load(raw) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{config} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{config} must hold a mapping at the top level")
+    data = read_config_file(config)
     # Validated without resolving './' paths: they point into the job's working_dir.
     cfg = load_config(None, overrides, base=data)
     notes: list[str] = []
@@ -217,7 +206,7 @@ def plan_job(
     workdir = stage / "job"
     workdir.mkdir(parents=True)
     name = Location.parse(config).name
-    (workdir / name).write_bytes(raw)
+    (workdir / name).write_bytes(Location.parse(config).read_bytes())  # shipped as written
     for item in include or []:
         src = Path(item)
         if not src.exists():

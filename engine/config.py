@@ -194,17 +194,7 @@ def load_config(
     """Reads a YAML config (any fsspec URL), applies ``key=value`` overrides, and validates."""
     data: dict[str, Any] = copy.deepcopy(base) if base else {}
     if path is not None:
-        try:
-            raw = Location.parse(path).read_bytes()
-        except FileNotFoundError:
-            raise ConfigError(f"no config file at {path}") from None
-        try:
-            loaded = yaml.safe_load(raw) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path} must hold a mapping at the top level")
-        data.update(loaded)
+        data.update(read_config_file(path))
         _resolve_relative_paths(data, Path(path).parent if "://" not in path else None)
     for item in overrides or []:
         apply_override(data, item)
@@ -212,6 +202,21 @@ def load_config(
         return RunConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, path)) from None
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """The mapping a YAML config file (any fsspec URL) holds, with clear errors."""
+    try:
+        raw = Location.parse(path).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"no config file at {path}") from None
+    try:
+        loaded = yaml.safe_load(raw) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level")
+    return loaded
 
 
 def _resolve_relative_paths(data: dict[str, Any], folder: Path | None) -> None:
