@@ -151,6 +151,7 @@ class _Progress:
                 rows_total=plan.total_rows,
             )
             self.rows_at_start[stage] = rows_done
+        self.workers: Counter[str] = Counter(folder.read_manifest().workers)
         self.bars: dict[str, Any] = {}
         if enabled and sys.stderr.isatty():
             try:
@@ -191,11 +192,10 @@ class _Progress:
     def write(self) -> None:
         """Writes the figures (and rows per node) into the manifest."""
         self.last_write = time.monotonic()
-        workers: Counter[str] = Counter(self.folder.read_manifest().workers)
         for pool in self.pools:
-            workers.update(pool.rows_by_node)
+            self.workers.update(pool.rows_by_node)
             pool.rows_by_node.clear()
-        self.folder.update_manifest(progress=dict(self.stats), workers=dict(workers))
+        self.folder.update_manifest(progress=dict(self.stats), workers=dict(self.workers))
 
     def close(self) -> None:
         for bar in self.bars.values():
@@ -439,6 +439,7 @@ def run(cfg: RunConfig) -> RunResult:
     else:
         acc = runner.summary if runner is not None else SummaryAccumulator()
         done_now = runner.processed if runner is not None else set()
+        generated = folder.done_shards(GENERATIONS)
         for shard in manifest.plan.shards:  # shards finished by earlier executions, one by one
             if shard.shard_id in done_now:
                 continue
@@ -446,7 +447,7 @@ def run(cfg: RunConfig) -> RunResult:
                 folder.read_stage_part(VERDICTS, shard.shard_id),
                 read_shard(suite, shard, columns=SUITE_COLUMNS),
             )
-            if folder.is_done(GENERATIONS, shard.shard_id):
+            if shard.shard_id in generated:
                 acc.add_generations(folder.read_stage_part(GENERATIONS, shard.shard_id))
         summary = acc.result()
         summary.update(
@@ -464,7 +465,9 @@ def run(cfg: RunConfig) -> RunResult:
 
 
 def _check_all_rows_have_responses(suite: Suite, shards: list[Shard]) -> None:
-    missing = sum(read_shard(suite, s).column("response").null_count for s in shards)
+    missing = sum(
+        read_shard(suite, s, columns=["response"]).column("response").null_count for s in shards
+    )
     if missing:
         raise ConfigError(
             f"{missing:,} suite rows have no response to judge and the config names no targets"

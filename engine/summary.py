@@ -150,17 +150,6 @@ class SummaryAccumulator:
         return out
 
 
-def summarize(
-    verdicts: pa.Table, suite: pa.Table, generations: pa.Table | None = None
-) -> dict[str, Any]:
-    """The summary of whole tables (small runs and tests); runs accumulate shard by shard."""
-    acc = SummaryAccumulator()
-    acc.add(verdicts, suite.select(SUITE_COLUMNS))
-    if generations is not None and generations.num_rows:
-        acc.add_generations(generations)
-    return acc.result()
-
-
 def format_summary(summary: dict[str, Any]) -> str:
     """A plain-terminal table: one block per target, one line per judge."""
 

@@ -10,6 +10,9 @@ those plain formats; any other value is a Jinja template, or a path to a file ho
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+from pydantic import Field
 
 PLAIN_TEMPLATES: dict[str, str] = {
     # <|im_start|>role ... <|im_end|> (Qwen2/2.5, many others)
@@ -60,3 +63,13 @@ def resolve_chat_template(value: str | None) -> str | None:
             "a file, nor a Jinja template"
         )
     return value
+
+
+def chat_template_field() -> Any:
+    """The ``chat_template`` option, as the transformers and vLLM backends declare it."""
+    return Field(
+        default=None,
+        description="Use this chat template instead of the model's: a built-in plain turn "
+        "format (chatml, qwen3-nothink, llama3, llama4, llama2), a Jinja file or a Jinja string. "
+        "Guard models whose own template builds a moderation prompt need the plain format.",
+    )

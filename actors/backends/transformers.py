@@ -41,7 +41,7 @@ from assay.engine.records import FinishReason
 from assay.engine.requests import GenerationRequest, GenerationResult
 
 from .base import BackendSpec
-from .templates import resolve_chat_template
+from .templates import chat_template_field, resolve_chat_template
 
 logger = logging.getLogger(__name__)
 
@@ -72,12 +72,7 @@ class TransformersOptions(BaseModel):
     trust_remote_code: bool = Field(
         default=False, description="Run model code shipped with the checkpoint (hub models only)."
     )
-    chat_template: str | None = Field(
-        default=None,
-        description="Use this chat template instead of the model's: a built-in plain turn "
-        "format (chatml, qwen3-nothink, llama3, llama4, llama2), a Jinja file or a Jinja string. "
-        "Guard models whose own template builds a moderation prompt need the plain format.",
-    )
+    chat_template: str | None = chat_template_field()
 
 
 @dataclass

@@ -53,7 +53,7 @@ from assay.engine.records import FinishReason
 from assay.engine.requests import GenerationRequest, GenerationResult
 
 from .base import BackendSpec
-from .templates import resolve_chat_template
+from .templates import chat_template_field, resolve_chat_template
 
 if TYPE_CHECKING:
     from vllm import AsyncLLMEngine
@@ -119,12 +119,7 @@ class VLLMOptions(BaseModel):
         description="Requests whose rendered prompt has more tokens come back with an error "
         "(not sent to the engine); None: only the engine's own context limit applies.",
     )
-    chat_template: str | None = Field(
-        default=None,
-        description="Use this chat template instead of the model's: a built-in plain turn "
-        "format (chatml, qwen3-nothink, llama3, llama4, llama2), a Jinja file or a Jinja string. "
-        "Guard models whose own template builds a moderation prompt need the plain format.",
-    )
+    chat_template: str | None = chat_template_field()
 
 
 @dataclass

@@ -78,12 +78,14 @@ def file_kind(name: str) -> tuple[str | None, str | None]:
 def expand_source(source: str, storage_options: StorageOptions | None = None) -> list[Location]:
     """The files a source names: a file, a folder (all readable files below it) or a glob."""
     loc = Location.parse(source, storage_options)
+    is_dir = False
     if any(ch in source for ch in "*?["):
         paths = sorted(loc.fs.glob(loc.path))
         files = [p for p in paths if not loc.fs.isdir(p)]
     elif not loc.exists():
         raise InputError(f"no such file or folder: {source}")
     elif loc.isdir():
+        is_dir = True
         files = sorted(
             p
             for p in loc.fs.find(loc.path)
@@ -97,8 +99,10 @@ def expand_source(source: str, storage_options: StorageOptions | None = None) ->
     base = loc.path.rstrip("/")
     out = []
     for p in files:
-        rel = p[len(base) :].lstrip("/") if p.startswith(base) and not loc.fs.isfile(base) else p
-        url = f"{source.rstrip('/')}/{rel}" if loc.isdir() else p
+        if is_dir:  # shown as the source URL plus the path below it
+            url = f"{source.rstrip('/')}/{p[len(base) :].lstrip('/')}"
+        else:  # a glob match: its full URL
+            url = p if "://" not in source else loc.fs.unstrip_protocol(p)
         out.append(Location(url=url, fs=loc.fs, path=p))
     return out
 

@@ -33,7 +33,7 @@ from ._text import normalize
 from .dimensions import SEVAL_L1
 from .errors import TaxonomyFileError, UnknownRiskError
 from .seval import seval_tree
-from .tree import KEY_PATTERN, MAX_LEVEL, RiskNode, RiskTree
+from .tree import MAX_LEVEL, RiskNode, RiskTree, check_key
 
 _BUILT_IN = "the built-in S-Eval tree"
 
@@ -61,12 +61,7 @@ class RiskNodeSpec(BaseModel):
     @field_validator("key")
     @classmethod
     def _check_key(cls, key: str) -> str:
-        if not KEY_PATTERN.match(key):
-            raise ValueError(
-                f"key {key!r} must use only letters, digits and underscores "
-                "(like 'Drug_Manufacturing')"
-            )
-        return key
+        return check_key(key)
 
     @field_validator("name")
     @classmethod

@@ -18,6 +18,15 @@ KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_]*$")
 """What a node key looks like: letters, digits and underscores, as in ``Drug_Crimes``."""
 
 
+def check_key(key: str) -> str:
+    """A node key: letters, digits and underscores only."""
+    if not KEY_PATTERN.match(key):
+        raise ValueError(
+            f"key {key!r} must use only letters, digits and underscores (like 'Drug_Manufacturing')"
+        )
+    return key
+
+
 class RiskNode(BaseModel):
     """One node of a risk tree, addressed by its canonical path."""
 
@@ -47,12 +56,7 @@ class RiskNode(BaseModel):
     @field_validator("key")
     @classmethod
     def _check_key(cls, key: str) -> str:
-        if not KEY_PATTERN.match(key):
-            raise ValueError(
-                f"key {key!r} must use only letters, digits and underscores "
-                "(like 'Drug_Manufacturing')"
-            )
-        return key
+        return check_key(key)
 
     @model_validator(mode="after")
     def _check_path(self) -> RiskNode:
