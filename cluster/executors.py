@@ -2,7 +2,8 @@
 
 A pool holds the replicas of one model (targets' ``GeneratorActor``s, judges' ``JudgeActor``s)
 and sends each call to the replica with the fewest calls in flight. ``RayExecutor`` places actors
-with the resources of the model's spec (fractional CPUs for CPU models, GPUs for GPU models) on the
+with the resources of the model's spec (fractional CPUs for CPU models, GPUs for GPU models, a
+placement group of GPUs per replica for tensor-parallel models; see :mod:`.placement`) on the
 local Ray or a cluster; ``LocalExecutor`` builds the same classes in this process (tests, and
 single-machine runs without Ray).
 """
@@ -18,6 +19,8 @@ from typing import Any, Protocol
 
 from assay.engine.config import ExecutorSpec, JudgeSpec, ModelSpec, TargetSpec
 from assay.engine.errors import FatalError
+
+from .placement import placement_for
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +39,8 @@ class Pool(Protocol):
     name: str
     rows_by_node: Counter[str]
 
-    async def call(self, method: str, payload: Any) -> Any:
-        """Calls ``method(payload)`` on the least-busy replica."""
+    async def call(self, method: str, payload: Any, rows: int) -> Any:
+        """Calls ``method(payload)`` (a payload of ``rows`` rows) on the least-busy replica."""
         ...
 
     async def close(self) -> None:
@@ -73,15 +76,15 @@ class _Replicas:
         self.in_flight = [0] * len(replicas)
         self.rows_by_node: Counter[str] = Counter()
 
-    async def call(self, method: str, payload: Any) -> Any:
-        """Calls ``method(payload)`` on the least-busy replica."""
+    async def call(self, method: str, payload: Any, rows: int) -> Any:
+        """Calls ``method(payload)`` (a payload of ``rows`` rows) on the least-busy replica."""
         i = min(range(len(self.replicas)), key=self.in_flight.__getitem__)
         self.in_flight[i] += 1
         try:
             result = await self._invoke(i, method, payload)
         finally:
             self.in_flight[i] -= 1
-        self.rows_by_node[self.nodes[i]] += len(payload)
+        self.rows_by_node[self.nodes[i]] += rows
         return result
 
     async def _invoke(self, i: int, method: str, payload: Any) -> Any:
@@ -134,12 +137,15 @@ class RayPool(_Replicas):
         name: str,
         replicas: list[Any],
         nodes: list[str],
-        spawn: Callable[[], Any],
+        spawn: Callable[[int], Any],
         max_restarts: int,
+        groups: list[Any] | None = None,
     ):
-        """``spawn()`` creates one more replica (not yet ready)."""
+        """``spawn(i)`` creates a new replica for slot ``i`` (not yet ready), in the slot's
+        placement group when the model has ``groups`` (one per replica)."""
         super().__init__(name, replicas, nodes)
         self._spawn = spawn
+        self.groups = groups or []
         self.max_restarts = max_restarts
         self.restarts = 0
         self._lock = asyncio.Lock()
@@ -178,7 +184,7 @@ class RayPool(_Replicas):
                 ray.kill(dead)
             except Exception as kill_exc:  # already gone
                 log.debug("kill %s: %s", self.name, kill_exc)
-            new = self._spawn()
+            new = self._spawn(i)
             self.nodes[i] = await new.ready.remote()
             self.replicas[i] = new
 
@@ -194,6 +200,11 @@ class RayPool(_Replicas):
             ray.kill(a)
 
         await asyncio.gather(*(close_one(a) for a in self.replicas))
+        if self.groups:
+            from ray.util.placement_group import remove_placement_group
+
+            for g in self.groups:
+                remove_placement_group(g)
 
 
 class RayExecutor:
@@ -219,33 +230,62 @@ class RayExecutor:
             )
             self.started = True
         self.max_actor_restarts = spec.max_actor_restarts
+        self.placement_timeout_s = spec.placement_timeout_s
         self.pools: list[RayPool] = []
 
     async def pool(self, kind: str, spec: ModelSpec, max_retries: int, backoff_s: float) -> Pool:
-        """Creates the replicas and waits until each has loaded its model."""
+        """Creates the replicas (each in its placement group when it needs one) and waits until
+        each has loaded its model."""
         import ray
+        from ray.util.placement_group import placement_group, remove_placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         cls = ray.remote(_actor_class(kind))
-        res = spec.resources
+        placement = placement_for(spec, max_concurrency=max(4, spec.max_in_flight))
+        groups: list[Any] = []
+        if placement.bundles is not None:
+            groups = [
+                placement_group(placement.bundles, strategy=placement.strategy)
+                for _ in range(spec.resources.replicas)
+            ]
+            try:
+                await asyncio.wait_for(
+                    asyncio.gather(*(g.ready() for g in groups)), self.placement_timeout_s
+                )
+            except TimeoutError as exc:
+                for g in groups:
+                    remove_placement_group(g)
+                raise FatalError(
+                    f"{kind} {spec.name!r}: {spec.resources.replicas} placement group(s) of "
+                    f"{placement.bundles} ({placement.strategy}) not available after "
+                    f"{self.placement_timeout_s:.0f} s; cluster resources: "
+                    f"{ray.cluster_resources()}"
+                ) from exc
 
-        def spawn() -> Any:
-            return cls.options(  # type: ignore[attr-defined]
-                num_cpus=res.num_cpus,
-                num_gpus=res.num_gpus,
-                resources=dict(res.custom) or None,
-                max_concurrency=max(4, spec.max_in_flight),
-            ).remote(spec, max_retries, backoff_s)
+        def spawn(i: int) -> Any:
+            options = dict(placement.actor_options)
+            if groups:
+                options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                    placement_group=groups[i],
+                    placement_group_bundle_index=0,
+                    placement_group_capture_child_tasks=True,
+                )
+            return cls.options(**options).remote(  # type: ignore[attr-defined]
+                spec, max_retries, backoff_s
+            )
 
-        actors = [spawn() for _ in range(res.replicas)]
+        actors = [spawn(i) for i in range(spec.resources.replicas)]
         try:
             nodes = [await a.ready.remote() for a in actors]
         except Exception as exc:
             for a in actors:
                 ray.kill(a)
+            for g in groups:
+                remove_placement_group(g)
             raise FatalError(
                 f"{kind} {spec.name!r} ({spec.model}) failed to start: {_root_cause(exc)}"
             ) from exc
-        pool = RayPool(spec.name, actors, nodes, spawn, self.max_actor_restarts)
+        pool = RayPool(spec.name, actors, nodes, spawn, self.max_actor_restarts, groups)
         self.pools.append(pool)
         return pool
 

@@ -20,7 +20,10 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from assay.engine.config import RunConfig, SuiteSpec
 from assay.engine.errors import AssayError, ConfigError, FatalError
@@ -202,16 +205,25 @@ class _Progress:
             bar.close()
 
 
-class _Case(NamedTuple):
-    """What the driver needs of a suite row (no per-row model validation on the hot path)."""
-
-    test_id: str
-    text: str
-    lang: str
-    response: str | None
-
-
 CASE_COLUMNS = ["test_id", "text", "lang", "response"]
+
+
+def _concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
+    """One table of the parts (an empty table of ``schema`` when there are none)."""
+    parts = [t for t in tables if t.num_rows]
+    if not parts:
+        return schema.empty_table()
+    return pa.concat_tables(parts).combine_chunks()
+
+
+def _chunks(table: pa.Table, size: int) -> list[tuple[bytes, int]]:
+    """A table cut into payloads of at most ``size`` rows: (IPC bytes, rows)."""
+    from assay.actors.workers import encode_payload
+
+    return [
+        (encode_payload(table.slice(i, size)), min(size, table.num_rows - i))
+        for i in range(0, table.num_rows, size)
+    ]
 
 
 class _Runner:
@@ -254,88 +266,100 @@ class _Runner:
             (self.targets if kind == "target" else self.judges)[spec.name] = pool
 
     async def process(self, shard: Shard, progress: _Progress) -> None:
-        table = read_shard(self.suite, shard, columns=[*CASE_COLUMNS, "risk", "attack"])
-        cases = [
-            _Case(*row)
-            for row in zip(*(table.column(c).to_pylist() for c in CASE_COLUMNS), strict=True)
-        ]
+        cases = read_shard(self.suite, shard, columns=[*CASE_COLUMNS, "risk", "attack"])
         if shard.shard_id in self.generated_before:
             gen_table = self.folder.read_stage_part(GENERATIONS, shard.shard_id)
-            gens = Generation.from_table(gen_table)
-            by_target: dict[str, list[Generation]] = {}
-            for g in gens:
-                by_target.setdefault(g.target, []).append(g)
-            flows = [self._judge_target(cases, name, g) for name, g in by_target.items()]
-            results = await asyncio.gather(*flows)
-            verdicts = [v for _, vs in results for v in vs]
+            targets = gen_table.column("target")
+            flows = [
+                self._judge_target(cases, gen_table.filter(pc.equal(targets, name)))
+                for name in targets.unique().to_pylist()
+            ]
+            verdict_parts = list(await asyncio.gather(*flows))
         else:
             flows = [self._target_flow(cases, name) for name in self._target_names(cases)]
             results = await asyncio.gather(*flows)
-            gens = [g for gs, _ in results for g in gs]
-            gen_table = Generation.to_table(gens)
+            gen_table = _concat([g for g, _ in results], Generation.arrow_schema())
             # Parquet encoding and the storage round trips leave the event loop free meanwhile.
             await asyncio.to_thread(self.folder.commit, GENERATIONS, shard.shard_id, gen_table)
-            self.rows_generated += len(gens)
-            progress.done(GENERATIONS, len(cases))
-            verdicts = [v for _, vs in results for v in vs]
-        verdict_table = Verdict.to_table(verdicts)
+            self.rows_generated += gen_table.num_rows
+            progress.done(GENERATIONS, cases.num_rows)
+            verdict_parts = [v for _, v in results]
+        verdict_table = _concat(verdict_parts, Verdict.arrow_schema())
         await asyncio.to_thread(self.folder.commit, VERDICTS, shard.shard_id, verdict_table)
-        self.rows_judged += len(verdicts)
-        self.summary.add(verdict_table, table.select(SUITE_COLUMNS))
+        self.rows_judged += verdict_table.num_rows
+        self.summary.add(verdict_table, cases.select(SUITE_COLUMNS))
         self.summary.add_generations(gen_table)
         self.processed.add(shard.shard_id)
-        progress.done(VERDICTS, len(cases))
+        progress.done(VERDICTS, cases.num_rows)
 
-    def _target_names(self, cases: list[_Case]) -> list[str]:
+    def _target_names(self, cases: pa.Table) -> list[str]:
         names = []
-        if any(c.response is not None for c in cases):
+        with_response = cases.num_rows - cases.column("response").null_count
+        if with_response:
             names.append(GIVEN)
-        if any(c.response is None for c in cases):
+        if with_response < cases.num_rows:
             names.extend(self.targets)
         return names
 
-    async def _target_flow(
-        self, cases: list[_Case], target: str
-    ) -> tuple[list[Generation], list[Verdict]]:
+    async def _target_flow(self, cases: pa.Table, target: str) -> tuple[pa.Table, pa.Table]:
         gens = await self._generate(cases, target)
-        _, verdicts = await self._judge_target(cases, target, gens)
-        return gens, verdicts
+        return gens, await self._judge_target(cases, gens)
 
-    async def _generate(self, cases: list[_Case], target: str) -> list[Generation]:
+    async def _generate(self, cases: pa.Table, target: str) -> pa.Table:
+        given = pc.is_valid(cases.column("response"))
         if target == GIVEN:
-            return [
-                Generation(
-                    test_id=c.test_id, target=GIVEN, response=c.response, finish_reason="given"
-                )
-                for c in cases
-                if c.response is not None
-            ]
-        from assay.actors.workers import Prompt
-
-        todo = [Prompt(c.test_id, c.text) for c in cases if c.response is None]
+            return _given_generations(cases.filter(given))
+        todo = cases.filter(pc.invert(given)).select(["test_id", "text"])
         spec = next(t for t in self.cfg.targets if t.name == target)
-        chunks = [todo[i : i + spec.max_batch] for i in range(0, len(todo), spec.max_batch)]
-        parts = await asyncio.gather(*(self.targets[target].call("generate", c) for c in chunks))
-        return [g for part in parts for g in part]
-
-    async def _judge_target(
-        self, cases: list[_Case], target: str, gens: list[Generation]
-    ) -> tuple[list[Generation], list[Verdict]]:
-        from assay.actors.workers import JudgeTask
-
-        by_id = {c.test_id: c for c in cases}
-        tasks = [
-            JudgeTask(
-                g.test_id, target, by_id[g.test_id].text, g.response, by_id[g.test_id].lang, g.error
+        pool = self.targets[target]
+        parts = await asyncio.gather(
+            *(
+                pool.call("generate", payload, rows)
+                for payload, rows in _chunks(todo, spec.max_batch)
             )
-            for g in gens
+        )
+        return _concat(list(parts), Generation.arrow_schema())
+
+    async def _judge_target(self, cases: pa.Table, gens: pa.Table) -> pa.Table:
+        """Verdicts of every judge on one target's generations of a shard."""
+        position = {tid: i for i, tid in enumerate(cases.column("test_id").to_pylist())}
+        try:
+            rows = cases.take([position[t] for t in gens.column("test_id").to_pylist()])
+        except KeyError as exc:
+            raise FatalError(f"a generation answers test {exc} that is not in its shard") from exc
+        tasks = pa.table(
+            {
+                "test_id": gens.column("test_id"),
+                "target": gens.column("target"),
+                "prompt": rows.column("text"),
+                "response": gens.column("response"),
+                "lang": rows.column("lang"),
+                "generation_error": gens.column("error"),
+            }
+        )
+        flows = [
+            self.judges[j.name].call("judge", payload, n)
+            for j in self.cfg.judges
+            for payload, n in _chunks(tasks, j.max_batch)
         ]
-        flows = []
-        for j in self.cfg.judges:
-            chunks = [tasks[i : i + j.max_batch] for i in range(0, len(tasks), j.max_batch)]
-            flows.extend(self.judges[j.name].call("judge", c) for c in chunks)
-        parts = await asyncio.gather(*flows)
-        return gens, [v for part in parts for v in part]
+        return _concat(list(await asyncio.gather(*flows)), Verdict.arrow_schema())
+
+
+def _given_generations(rows: pa.Table) -> pa.Table:
+    """Generations of the responses that come with the suite (target ``given``)."""
+    n = rows.num_rows
+    schema = Generation.arrow_schema()
+    columns = {
+        "test_id": rows.column("test_id"),
+        "target": pa.array([GIVEN] * n, pa.string()),
+        "params_hash": pa.array([""] * n, pa.string()),
+        "response": rows.column("response"),
+        "finish_reason": pa.array(["given"] * n, pa.string()),
+    }
+    return pa.table(
+        [columns[f.name] if f.name in columns else pa.nulls(n, f.type) for f in schema],
+        schema=schema,
+    )
 
 
 async def _run_async(

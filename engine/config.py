@@ -79,7 +79,7 @@ class ModelSpec(_Strict):
     )
     resources: Resources = Field(default_factory=Resources, description="Replicas and resources.")
     max_batch: int = Field(
-        default=64,
+        default=128,
         ge=1,
         description="Requests per actor call (the backend splits or batches further itself).",
     )
@@ -134,6 +134,12 @@ class ExecutorSpec(_Strict):
         description="Per model: how many dead replicas are replaced (their calls retried on "
         "the new one) before the run fails.",
     )
+    placement_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="How long to wait for a tensor-parallel model's placement groups (GPUs on "
+        "one node) before failing with the cluster's resources in the error.",
+    )
 
 
 class RunConfig(_Strict):
@@ -148,7 +154,7 @@ class RunConfig(_Strict):
     output: str = Field(default="runs", description="Folder (any fsspec URL) holding run folders.")
     run_id: str | None = Field(default=None, description="Run id (default: derived from config).")
     shard_size: int = Field(
-        default=512,
+        default=1024,
         ge=1,
         description="Rows per shard: the unit of commit and of resume. Each shard costs a few "
         "storage round trips and actor calls, so small shards slow large runs down.",

@@ -11,6 +11,8 @@ Options (``BackendSpec.options``):
 - ``crash_once_file``: the first call that finds this file missing creates it and then kills its
   own process with SIGKILL (a crashed actor, for fault-tolerance tests; later calls, in a new
   process, find the file and go on).
+- ``tensor_parallel_size``: ignored by the fake itself; the scheduler places the replica in a
+  placement group of that many GPU bundles, as for vLLM (placement tests on logical GPUs).
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ class FakeOptions(BaseModel):
     raise_substring: str | None = None
     delay_ms: float = Field(default=0.0, ge=0)
     crash_once_file: str | None = None
+    tensor_parallel_size: int = Field(
+        default=1, ge=1, description="Accepted for placement tests (the scheduler reads it)."
+    )
 
 
 def render(req: GenerationRequest) -> str:
