@@ -19,7 +19,7 @@ import pyarrow as pa
 from assay.engine.config import JudgeSpec, TargetSpec
 from assay.engine.judges import JudgeItem, get_judge
 from assay.engine.records import Generation, Label, Verdict
-from assay.engine.requests import ChatMessage, GenerationRequest
+from assay.engine.requests import ChatMessage, GenerationRequest, GenerationResult
 from assay.engine.runfolder import canonical_hash
 
 from .backends.base import BackendSpec
@@ -176,6 +176,11 @@ class GeneratorActor:
             },
             schema=Generation.arrow_schema(),
         )
+
+    async def complete(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        """Runs requests as they are (the caller's messages and sampling): the generator calls
+        of ``assay generate`` and of rewriting attacks."""
+        return await self.host.generate(requests)
 
     async def close(self) -> None:
         """Releases the model."""

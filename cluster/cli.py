@@ -238,6 +238,288 @@ def suite_info(url: str, storage: tuple[str, ...], as_json: bool) -> None:
     click.echo(_fmt_counts(counts.by_attack, counts.rows))
 
 
+@suite.command("diff")
+@click.argument("a")
+@click.argument("b")
+@click.option(
+    "--storage-option",
+    "storage",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="fsspec storage option (repeatable).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def suite_diff(a: str, b: str, storage: tuple[str, ...], as_json: bool) -> None:
+    """What changed from suite A to suite B: tests added and removed, counts by language, risk
+    and attack, and whether B was derived from A (its manifest's parents).
+
+    \b
+    Example:
+      assay suite diff runs/suites/starter runs/suites/starter-attacks
+    """
+    from assay.engine.suite import diff_suites
+
+    d = diff_suites(a, b, _parse_pairs(storage, "--storage-option"))
+    if as_json:
+        click.echo(json.dumps(d.model_dump(), indent=2, ensure_ascii=False))
+        return
+    click.echo(f"A  {d.a}  {d.rows_a:,} rows  {d.fingerprint_a}")
+    click.echo(f"B  {d.b}  {d.rows_b:,} rows  {d.fingerprint_b}")
+    lineage = {"b-from-a": "B was derived from A", "a-from-b": "A was derived from B"}
+    click.echo(lineage.get(d.lineage, "no parent link between them"))
+    if d.identical:
+        click.echo("identical: the same tests")
+        return
+    click.echo(f"common {d.common:,}   added {d.added:,}   removed {d.removed:,}")
+    for axis, change in d.delta.items():
+        click.echo(f"{axis}:")
+        for key, n in change.items():
+            click.echo(f"  {key:<40} {n:+,}")
+    if d.added_sample:
+        click.echo("added (sample): " + ", ".join(d.added_sample))
+    if d.removed_sample:
+        click.echo("removed (sample): " + ", ".join(d.removed_sample))
+
+
+# -- construction: generate, attack ---------------------------------------------------------
+
+
+@cli.command("generate")
+@click.argument("config")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config field by dotted path: quota=20, langs=[en].",
+)
+@click.option("--output", "-o", help="Suite folder to write (config: output).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def generate_cmd(
+    config: str, overrides: tuple[str, ...], output: str | None, as_json: bool
+) -> None:
+    """Write a suite from a risk taxonomy with a generator model (S-Eval's test generator).
+
+    For every taxonomy leaf (L2 of the built-in S-Eval tree, or the L3/L4 nodes of the YAML
+    named by `taxonomy`) and every language, the generator writes `quota` prompts from assay's
+    own instructions, with examples from `seed_suite` when given. Every row records its risk
+    path, language, generator, instruction version and seed.
+
+    \b
+    Example:
+      python examples/make_tiny_models.py models
+      assay generate examples/generate.yaml --output runs/suites/generated
+    """
+    from assay.cluster.construct import generate_suite
+    from assay.engine.config import load_config
+    from assay.engine.generation import GenerateConfig
+
+    sets = list(overrides) + ([f"output={output}"] if output else [])
+    cfg = load_config(config, sets, model=GenerateConfig)
+    result = generate_suite(cfg)
+    if as_json:
+        click.echo(json.dumps(result.__dict__, indent=2, ensure_ascii=False))
+        return
+    click.echo(
+        f"generated {result.rows:,} of {result.slots:,} prompts ({result.requests:,} requests) "
+        f"-> {result.url}  fingerprint {result.fingerprint}"
+    )
+    if result.rejected:
+        click.echo(
+            "answers asked again: " + ", ".join(f"{k} {v}" for k, v in result.rejected.items())
+        )
+    if result.shortfall:
+        click.echo(
+            f"WARNING: {sum(result.shortfall.values())} slot(s) unfilled after the last attempt: "
+            + ", ".join(f"{k} {v}" for k, v in result.shortfall.items())
+        )
+
+
+@cli.command("attack")
+@click.argument("suite_url", metavar="SUITE")
+@click.option("--output", "-o", required=True, help="Suite folder to write.")
+@click.option(
+    "--attacks",
+    help="'all' (S-Eval's 10; the default) or comma-separated keys.",
+)
+@click.option("--seed", type=int, help="Seed of every choice (default 0).")
+@click.option(
+    "--config",
+    "config",
+    help="YAML with more settings (generator for the rewriting attacks, executor, ...).",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config field: generator.model=models/tiny-target-a.",
+)
+@click.option("--no-base", is_flag=True, default=None, help="Write the attack rows only.")
+@click.option(
+    "--skip-attack-rows", is_flag=True, default=None, help="Pass over input rows that are attacks."
+)
+@click.option("--overwrite", is_flag=True, default=None, help="Replace a suite at the output.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def attack_cmd(
+    suite_url: str,
+    output: str,
+    attacks: str | None,
+    seed: int | None,
+    config: str | None,
+    overrides: tuple[str, ...],
+    no_base: bool | None,
+    skip_attack_rows: bool | None,
+    overwrite: bool | None,
+    as_json: bool,
+) -> None:
+    """Derive the S-Eval attack variants of every base prompt of SUITE.
+
+    Each attack row carries `attack` and `base_id`. Template attacks are deterministic for a
+    seed; the rewriting attacks (reverse_induction, in_context_attack,
+    compositional_instructions) ask the config's `generator` model, or use their template
+    fallback without one (recorded in the row's meta). Options given here win over --config.
+
+    \b
+    Examples:
+      assay attack runs/suites/starter --attacks all --output runs/suites/starter-attacks
+      assay attack runs/suites/starter --attacks goal_hijacking,instruction_encryption -o out
+    """
+    from assay.cluster.construct import attack_suite
+    from assay.engine.config import AttackConfig, load_config
+
+    flags = {
+        "suite": suite_url,
+        "output": output,
+        "attacks": attacks,
+        "seed": seed,
+        "include_base": None if no_base is None else not no_base,
+        "skip_attack_rows": skip_attack_rows,
+        "overwrite": overwrite,
+    }
+    explicit = {k: v for k, v in flags.items() if v is not None}
+    cfg = load_config(config, list(overrides), model=AttackConfig, explicit=explicit)
+    result = attack_suite(cfg)
+    if as_json:
+        click.echo(json.dumps(result.__dict__, indent=2, ensure_ascii=False))
+        return
+    click.echo(
+        f"{result.base_rows:,} base rows -> {result.attack_rows:,} attack rows "
+        f"({result.rows:,} rows written) -> {result.url}  fingerprint {result.fingerprint}"
+    )
+    click.echo(_fmt_counts(result.by_attack, result.attack_rows))
+    if result.fallbacks:
+        click.echo("template fallbacks of rewriting attacks:")
+        for key, n in result.fallbacks.items():
+            click.echo(f"  {key}: {n:,}")
+
+
+def _parse_step(text: str) -> dict[str, Any]:
+    """``dedup`` or ``balance:quota=100,level=2`` as a plan step mapping."""
+    import yaml
+
+    name, _, rest = text.partition(":")
+    step: dict[str, Any] = {"strategy": name.strip()}
+    for pair in filter(None, (p.strip() for p in rest.split(","))):
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"expected KEY=VALUE in {text!r}", param_hint="--step")
+        step[key.strip()] = yaml.safe_load(value)
+    return step
+
+
+@cli.command("select")
+@click.argument("suite_url", metavar="SUITE")
+@click.option("--output", "-o", required=True, help="Suite folder to write.")
+@click.option(
+    "--plan", "plan_file", help="YAML: a list of steps ({strategy: dedup, threshold: 0.85}, ...)."
+)
+@click.option(
+    "--step",
+    "steps",
+    multiple=True,
+    metavar="STRATEGY[:K=V,...]",
+    help="A step, after the plan's (repeatable): dedup, diversity, effectiveness, balance.",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="ray: per-chunk work (signatures, embeddings) as Ray tasks on the local Ray or "
+    "RAY_ADDRESS.",
+)
+@click.option(
+    "--storage-option",
+    "storage",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="fsspec storage option (repeatable).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace a suite at the output.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def select_cmd(
+    suite_url: str,
+    output: str,
+    plan_file: str | None,
+    steps: tuple[str, ...],
+    executor: str,
+    storage: tuple[str, ...],
+    overwrite: bool,
+    as_json: bool,
+) -> None:
+    """Keep a balanced, non-redundant, effective subset of SUITE.
+
+    Strategies compose in order, each seeing the rows the previous kept: dedup (MinHash/LSH
+    near-duplicates over character n-grams, English and Chinese), diversity (greedy k-center
+    over embeddings), effectiveness (prompts that drew unsafe verdicts in run folders), balance
+    (quotas per taxonomy leaf x language x attack). Every dropped row is listed with its reason
+    in OUTPUT/_dropped.parquet.
+
+    \b
+    Examples:
+      assay select runs/suites/starter-attacks -o runs/suites/dedup --step dedup:threshold=0.8
+      assay select SUITE -o OUT --step dedup --step balance:quota=50
+      assay select SUITE -o OUT --plan examples/select.yaml --executor ray
+    """
+    import os
+
+    from assay.cluster.construct import select
+    from assay.engine.config import ExecutorSpec
+    from assay.engine.select import read_plan
+
+    plan: list[Any] = list(read_plan(plan_file).steps) if plan_file else []
+    plan.extend(_parse_step(s) for s in steps)
+    if not plan:
+        raise click.UsageError("give at least one step (--step or --plan)")
+    spec = ExecutorSpec(kind=executor, address=os.environ.get("RAY_ADDRESS"))  # type: ignore[arg-type]
+    report = select(
+        suite_url,
+        output,
+        plan,
+        spec,
+        _parse_pairs(storage, "--storage-option"),
+        overwrite=overwrite,
+        created_by=[" ".join(["assay", *sys.argv[1:]])],
+    )
+    if as_json:
+        click.echo(json.dumps(report.model_dump(mode="json"), indent=2, ensure_ascii=False))
+        return
+    click.echo(
+        f"kept {report.kept:,} of {report.input_rows:,} rows, dropped {report.dropped:,} "
+        f"-> {report.output_url}  fingerprint {report.output_fingerprint}"
+    )
+    for step in report.steps:
+        click.echo(f"  {step.strategy:<14} dropped {step.dropped:,}")
+    if report.dropped_url:
+        click.echo(f"dropped rows and reasons: {report.dropped_url}")
+    short = report.below_quota
+    if short:
+        click.echo(f"{len(short):,} strata below their quota (see --json), e.g.:")
+        for s in short[:5]:
+            click.echo(f"  {s.stratum}: {s.rows} of {s.quota}")
+
+
 # -- taxonomy ----------------------------------------------------------------------------------
 
 
@@ -615,16 +897,6 @@ _planned(
     "report",
     "Metrics, comparison and an HTML report from a run folder.",
     "assay report runs/<run_id> --html report.html",
-)
-_planned(
-    "generate",
-    "Write a suite from a risk taxonomy with a generator model.",
-    "assay generate examples/generate.yaml",
-)
-_planned(
-    "attack",
-    "Derive the 10 S-Eval attack variants of a suite's prompts.",
-    "assay attack runs/suites/starter --attacks all --output runs/suites/starter-attacks",
 )
 _planned("serve", "Serve judges over HTTP on Ray Serve.", "assay serve examples/serve.yaml")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, overload
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -116,6 +116,16 @@ class JudgeSpec(ModelSpec):
     )
 
 
+class GeneratorSpec(TargetSpec):
+    """A generator model (``assay generate``, rewrite attacks): any backend, run on the same
+    actors as ``assay run``'s targets."""
+
+    sampling: SamplingParams = Field(
+        default_factory=lambda: SamplingParams(max_tokens=200, temperature=0.9, top_p=0.95),
+        description="Decoding parameters (each request gets its own seed).",
+    )
+
+
 class ExecutorSpec(_Strict):
     """Where the actors run."""
 
@@ -194,18 +204,83 @@ class RunConfig(_Strict):
         return out
 
 
+class AttackConfig(_Strict):
+    """``assay attack``: the attack variants of a suite's base prompts, written as a suite."""
+
+    suite: str = Field(description="The base suite (any fsspec URL).")
+    output: str = Field(description="URL of the suite folder to write.")
+    name: str | None = Field(default=None, description="Suite name (default: the folder's).")
+    overwrite: bool = Field(default=False, description="Replace a suite at the output.")
+    attacks: str = Field(
+        default="all", description="'all' (S-Eval's 10) or comma-separated attack keys."
+    )
+    seed: int = Field(default=0, description="Seed of every template choice and rewrite.")
+    include_base: bool = Field(
+        default=True, description="Write the base prompts too (a base + attack suite)."
+    )
+    skip_attack_rows: bool = Field(
+        default=False,
+        description="Pass over input rows that are already attacks (default: an error).",
+    )
+    generator: GeneratorSpec | None = Field(
+        default=None,
+        description="Model for the rewriting attacks (reverse induction, in-context, "
+        "compositional); None: their template fallbacks, recorded in each row's meta.",
+    )
+    batch_rows: int = Field(
+        default=2000, ge=1, description="Base rows per unit of work (a Ray task on a cluster)."
+    )
+    storage_options: StorageOptions = Field(
+        default_factory=dict, description="fsspec options for input and output."
+    )
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec, description="Where work runs.")
+    max_retries: int = Field(default=3, ge=0, description="Retries of a failed backend call.")
+    retry_backoff_s: float = Field(default=1.0, ge=0, description="First retry delay (s).")
+
+
+C = TypeVar("C", bound=BaseModel)
+
+
+@overload
 def load_config(
     path: str | None, overrides: list[str] | None = None, base: dict[str, Any] | None = None
-) -> RunConfig:
-    """Reads a YAML config (any fsspec URL), applies ``key=value`` overrides, and validates."""
+) -> RunConfig: ...
+
+
+@overload
+def load_config(
+    path: str | None,
+    overrides: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+    *,
+    model: type[C],
+    explicit: dict[str, Any] | None = None,
+) -> C: ...
+
+
+def load_config(
+    path: str | None,
+    overrides: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+    *,
+    model: type[BaseModel] = RunConfig,
+    explicit: dict[str, Any] | None = None,
+) -> BaseModel:
+    """Reads a YAML config (any fsspec URL), applies ``key=value`` overrides, and validates it
+    as ``model`` (a run config unless told otherwise).
+
+    Precedence, lowest first: ``base``, the file, ``explicit`` (values given on the command
+    line as options), the ``key=value`` overrides.
+    """
     data: dict[str, Any] = copy.deepcopy(base) if base else {}
     if path is not None:
         data.update(read_config_file(path))
         _resolve_relative_paths(data, Path(path).parent if "://" not in path else None)
+    data.update(explicit or {})
     for item in overrides or []:
         apply_override(data, item)
     try:
-        return RunConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, path)) from None
 
@@ -238,12 +313,14 @@ def _resolve_relative_paths(data: dict[str, Any], folder: Path | None) -> None:
     suite = data.get("suite")
     if isinstance(suite, dict) and "url" in suite:
         suite["url"] = fix(suite["url"])
-    for key in ("targets", "judges"):
-        for spec in data.get(key) or []:
-            if isinstance(spec, dict) and "model" in spec:
-                spec["model"] = fix(spec["model"])
-    if "taxonomy" in data:
-        data["taxonomy"] = fix(data["taxonomy"])
+    specs = [*(data.get("targets") or []), *(data.get("judges") or [])]
+    specs.append(data.get("generator"))
+    for spec in specs:
+        if isinstance(spec, dict) and "model" in spec:
+            spec["model"] = fix(spec["model"])
+    for key in ("taxonomy", "suite", "seed_suite"):
+        if key in data:
+            data[key] = fix(data[key])
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:

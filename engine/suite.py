@@ -439,14 +439,96 @@ def write_suite(
         raise
 
 
+class SuiteDiff(BaseModel):
+    """What changed from suite A to suite B: tests added and removed, and count deltas."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    a: str = Field(description="URL of suite A.")
+    b: str = Field(description="URL of suite B.")
+    fingerprint_a: str = Field(description="A's fingerprint (computed from the data).")
+    fingerprint_b: str = Field(description="B's fingerprint (computed from the data).")
+    identical: bool = Field(description="Whether the two hold the same tests.")
+    lineage: str = Field(
+        description="'b-from-a' when B's manifest names A as a parent, 'a-from-b' the other way, "
+        "else 'unrelated'."
+    )
+    rows_a: int = Field(description="Rows in A.")
+    rows_b: int = Field(description="Rows in B.")
+    common: int = Field(description="Tests in both.")
+    added: int = Field(description="Tests in B only.")
+    removed: int = Field(description="Tests in A only.")
+    delta: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description="B minus A counts per language ('lang'), L1 risk ('risk_l1') and attack "
+        "('attack'), non-zero entries only.",
+    )
+    added_sample: list[str] = Field(default_factory=list, description="Some test ids added.")
+    removed_sample: list[str] = Field(default_factory=list, description="Some removed.")
+
+
+def diff_suites(
+    url_a: str, url_b: str, storage_options: StorageOptions | None = None, sample: int = 10
+) -> SuiteDiff:
+    """Compares two suites by their test ids (one streaming pass over each)."""
+    suites = [open_suite(u, storage_options) for u in (url_a, url_b)]
+    ids: list[set[str]] = []
+    counts: list[SuiteCounts] = []
+    fps: list[str] = []
+    cols = ["test_id", "lang", "risk", "attack", "response", "label"]
+    for s in suites:
+        acc, fp, seen = CountAccumulator(), Fingerprint(), set()
+        for batch in s.iter_batches(columns=cols):
+            acc.add_batch(batch)
+            batch_ids = batch.column("test_id").to_pylist()
+            fp.add_many(batch_ids)
+            seen.update(batch_ids)
+        ids.append(seen)
+        counts.append(acc.result())
+        fps.append(fp.hexdigest())
+    a, b = suites
+    lineage = "unrelated"
+    if b.manifest and fps[0] in b.manifest.parents:
+        lineage = "b-from-a"
+    elif a.manifest and fps[1] in a.manifest.parents:
+        lineage = "a-from-b"
+    added = ids[1] - ids[0]
+    removed = ids[0] - ids[1]
+    delta: dict[str, dict[str, int]] = {}
+    for name in ("by_lang", "by_risk_l1", "by_attack"):
+        ca, cb = getattr(counts[0], name), getattr(counts[1], name)
+        change = {k: cb.get(k, 0) - ca.get(k, 0) for k in sorted(set(ca) | set(cb))}
+        change = {k: v for k, v in change.items() if v}
+        if change:
+            delta[name.removeprefix("by_")] = change
+    return SuiteDiff(
+        a=a.url,
+        b=b.url,
+        fingerprint_a=fps[0],
+        fingerprint_b=fps[1],
+        identical=fps[0] == fps[1] and not added and not removed,
+        lineage=lineage,
+        rows_a=counts[0].rows,
+        rows_b=counts[1].rows,
+        common=len(ids[0] & ids[1]),
+        added=len(added),
+        removed=len(removed),
+        delta=delta,
+        added_sample=sorted(added)[:sample],
+        removed_sample=sorted(removed)[:sample],
+    )
+
+
 __all__ = [
     "SUITE_MANIFEST",
     "Fingerprint",
     "Suite",
     "SuiteCounts",
+    "SuiteDiff",
     "SuiteManifest",
     "SuiteWriter",
     "atomic_open",
+    "diff_suites",
     "open_suite",
     "write_suite",
 ]

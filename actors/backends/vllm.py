@@ -88,6 +88,12 @@ class VLLMOptions(BaseModel):
     tensor_parallel_size: int = Field(
         default=1, ge=1, description="GPUs the model is split over (tensor parallel)."
     )
+    distributed_executor_backend: Literal["mp", "ray"] | None = Field(
+        default=None,
+        description="How vLLM runs its tensor-parallel workers; None: 'ray' when the engine "
+        "runs inside a Ray placement group (assay's Ray executor makes one per tensor-parallel "
+        "replica), else vLLM's own choice.",
+    )
     enable_prefix_caching: bool = Field(
         default=True,
         description="Reuse KV cache across requests sharing a prompt prefix (judge templates).",
@@ -133,6 +139,16 @@ class _Prepared:
 
 class _EngineDead(Exception):
     """Raised inside a request task when the engine itself has failed."""
+
+
+def _in_placement_group() -> bool:
+    """Whether this process is a Ray actor scheduled in a placement group."""
+    try:
+        import ray
+        from ray.util import get_current_placement_group
+    except ImportError:
+        return False
+    return ray.is_initialized() and get_current_placement_group() is not None
 
 
 def _import_vllm() -> Any:
@@ -188,6 +204,11 @@ class VLLMBackend:
             "max_num_batched_tokens": o.max_num_batched_tokens,
         }
         engine_kwargs.update({k: v for k, v in optional.items() if v is not None})
+        executor_backend = o.distributed_executor_backend
+        if executor_backend is None and o.tensor_parallel_size > 1 and _in_placement_group():
+            executor_backend = "ray"
+        if executor_backend is not None:
+            engine_kwargs["distributed_executor_backend"] = executor_backend
         start = time.perf_counter()
         try:
             args = vllm.AsyncEngineArgs(**engine_kwargs)
