@@ -90,6 +90,8 @@ def test_every_command_has_help_with_an_example() -> None:
         ["report"],
         ["generate"],
         ["attack"],
+        ["select"],
+        ["suite", "diff"],
         ["serve"],
     ]
     for cmd in commands:
