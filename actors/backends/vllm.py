@@ -181,6 +181,7 @@ class VLLMBackend:
         vllm = _import_vllm()
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
+        from vllm.usage.usage_lib import UsageContext
 
         self._vllm_sampling = vllm.SamplingParams
         self._tokens_prompt = TokensPrompt
@@ -212,7 +213,12 @@ class VLLMBackend:
         start = time.perf_counter()
         try:
             args = vllm.AsyncEngineArgs(**engine_kwargs)
-            self.engine: AsyncLLMEngine = vllm.AsyncLLMEngine.from_engine_args(args)
+            # LLM_CLASS: the offline-batch defaults (max_num_seqs, max_num_batched_tokens) of
+            # vLLM's LLM class, not the smaller ones of a server's engine: assay's workload is a
+            # batch job. Options set explicitly still win.
+            self.engine: AsyncLLMEngine = vllm.AsyncLLMEngine.from_engine_args(
+                args, usage_context=UsageContext.LLM_CLASS
+            )
         except Exception as exc:
             raise FatalError(
                 f"vLLM could not load model {spec.model!r}: {type(exc).__name__}: {exc}"
