@@ -10,8 +10,8 @@ models on the same executors and actors as ``assay run``:
 - **attack**: the base suite is streamed in batches of ``batch_rows``; each batch's template
   attacks run as a Ray task (columnar in and out: an Arrow table of base rows, an Arrow table of
   attack rows), in parallel with the other batches in flight, while its rewriting attacks send
-  their requests to the generator pool; rows are written in input order, each base row followed
-  by its attacks in the order asked.
+  their requests to the generator pool; batches are written in input order (a batch's base
+  rows, then its template attacks' rows, then its rewritten rows), as Arrow tables.
 """
 
 from __future__ import annotations
@@ -251,37 +251,43 @@ async def _attack(
             )
             return fut.result()
 
-        async def one(table: pa.Table) -> tuple[list[TestCase], dict[tuple[str, str], TestCase]]:
-            bases = TestCase.from_table(table)
+        async def one(table: pa.Table) -> tuple[pa.Table, list[pa.Table], list[TestCase]]:
             parts: list[Awaitable[Any]] = []
             if templated:
                 parts.append(run_task(derive_table, table, templated, cfg.seed))
             if pool is not None:
+                bases = TestCase.from_table(table)
                 parts.append(asyncio.to_thread(derive_all, bases, rewrite, cfg.seed, generate))
-            derived: dict[tuple[str, str], TestCase] = {}
-            for part in await asyncio.gather(*parts):
-                rows = TestCase.from_table(part) if isinstance(part, pa.Table) else part
-                for row in rows:
-                    derived[(row.base_id or "", row.attack or "")] = row
-            return bases, derived
+            done = await asyncio.gather(*parts)
+            tables = [p for p in done if isinstance(p, pa.Table)]
+            rewritten = [row for p in done if isinstance(p, list) for row in p]
+            return table, tables, rewritten
 
-        window = max(2, 2 * _parallelism(cfg.executor.kind == "ray"))
+        # Enough batches in flight to keep every worker busy, few enough to bound the memory
+        # the driver holds (each batch's attack rows wait here until written).
+        window = _parallelism(cfg.executor.kind == "ray") + 1
         in_flight: list[asyncio.Task[Any]] = []
 
-        def write(done: tuple[list[TestCase], dict[tuple[str, str], TestCase]]) -> None:
-            bases, derived = done
-            for base in bases:
-                if cfg.include_base:
-                    writer.write(base)
-                result.base_rows += 1
-                for name in names:
-                    row = derived[(base.test_id, name)]
-                    writer.write(row)
-                    by_attack[name] += 1
-                    how = row.meta.get("rewrite")
-                    if isinstance(how, str) and how.startswith("fallback"):
-                        fallbacks[f"{name}: {how}"] += 1
-            result.attack_rows += len(bases) * len(names)
+        def write(done: tuple[pa.Table, list[pa.Table], list[TestCase]]) -> None:
+            table, tables, rewritten = done
+            if cfg.include_base:
+                writer.write_table(table)
+            result.base_rows += table.num_rows
+            for t in tables:
+                writer.write_table(t)
+                by_attack.update(t.column("attack").to_pylist())
+                _count_fallbacks(t, fallbacks)
+            for row in rewritten:
+                writer.write(row)
+                by_attack[row.attack or ""] += 1
+                how = row.meta.get("rewrite")
+                if isinstance(how, str) and how.startswith("fallback"):
+                    fallbacks[f"{row.attack}: {how}"] += 1
+            result.attack_rows += sum(t.num_rows for t in tables) + len(rewritten)
+            expected = table.num_rows * len(names)
+            written = sum(t.num_rows for t in tables) + len(rewritten)
+            if written != expected:
+                raise RuntimeError(f"attack batch gave {written} rows, expected {expected}")
 
         for batch in suite.iter_batches(cfg.batch_rows):
             table = pa.Table.from_batches([batch])
@@ -297,6 +303,17 @@ async def _attack(
         result.fallbacks = dict(fallbacks)
     finally:
         await executor.shutdown()
+
+
+def _count_fallbacks(table: pa.Table, counts: Counter[str]) -> None:
+    """Counts the rows of rewriting attacks that used their template fallback (from meta)."""
+    import json
+
+    import pyarrow.compute as pc
+
+    has = pc.match_substring(table.column("meta"), '"rewrite": "fallback')
+    for row in table.filter(has).select(["attack", "meta"]).to_pylist():
+        counts[f"{row['attack']}: {json.loads(row['meta'])['rewrite']}"] += 1
 
 
 def _only_base_rows(table: pa.Table, skip: bool, result: AttackResult) -> pa.Table:

@@ -221,9 +221,34 @@ class SuiteWriter:
         ):
             self._flush()
 
+    def write_table(self, table: pa.Table) -> None:
+        """Adds the rows of a TestCase table (e.g. made by ``TestCase.to_table``) without a
+        Python object per row; their ``suite`` column is set to the suite's name."""
+        self._check_open()
+        table = conform(table, TestCase)
+        names = pa.array([self.name] * table.num_rows, pa.string())
+        index = self._schema.get_field_index("suite")
+        table = table.set_column(index, self._schema.field(index), names)
+        self.fingerprint.add_many(table.column("test_id").to_pylist())
+        self.counts.add_batch(table)
+        self._flush()  # rows buffered by write() keep their place before these
+        offset = 0
+        while offset < table.num_rows:
+            room = self.rows_per_file - self._file_rows
+            part = table.slice(offset, room)
+            self._write_arrow(part)
+            offset += part.num_rows
+
     def _flush(self) -> None:
         if not self._buffer:
             return
+        table = pa.Table.from_pylist(self._buffer, schema=self._schema)
+        self._buffer.clear()
+        self._buffer_chars = 0
+        self._write_arrow(table)
+
+    def _write_arrow(self, table: pa.Table) -> None:
+        """Writes a table into the current part file (opening one when none is open)."""
         if self._writer is None:
             tmp = self.loc.join(f".tmp-{self._token}-{len(self._temps):05d}.parquet")
             self.loc.makedirs()
@@ -231,12 +256,9 @@ class SuiteWriter:
             self._writer = pq.ParquetWriter(self._file, self._schema, compression="zstd")
             self._temps.append((tmp, 0))
             self._file_rows = 0
-        table = pa.Table.from_pylist(self._buffer, schema=self._schema)
         self._writer.write_table(table)
         self._file_rows += table.num_rows
         self._temps[-1] = (self._temps[-1][0], self._file_rows)
-        self._buffer.clear()
-        self._buffer_chars = 0
         if self._file_rows >= self.rows_per_file:
             self._close_file()
 

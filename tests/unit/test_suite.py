@@ -124,6 +124,26 @@ def test_rows_per_file_caps_file_size(
     assert open_suite(url).to_table().column("test_id").to_pylist() == [c.test_id for c in cases]
 
 
+def test_write_table_matches_write_and_keeps_order(suite_url: str, sf_cases: Cases) -> None:
+    """Arrow tables and single cases, mixed: same rows, order, files and fingerprint as write()."""
+    cases = sf_cases(300)
+    reference = _write(suite_url + "-ref", cases, rows_per_file=50, batch_rows=10)
+    writer = SuiteWriter(suite_url, rows_per_file=50, batch_rows=10)
+    for case in cases[:7]:
+        writer.write(case)
+    writer.write_table(TestCase.to_table(cases[7:180]))
+    for case in cases[180:200]:
+        writer.write(case)
+    writer.write_table(TestCase.to_table(cases[200:]))
+    manifest = writer.commit()
+    assert manifest.fingerprint == reference.fingerprint
+    assert manifest.counts == reference.counts
+    assert [f.rows for f in manifest.files] == [50] * 6
+    table = open_suite(suite_url).to_table()
+    assert table.column("test_id").to_pylist() == [c.test_id for c in cases]
+    assert set(table.column("suite").to_pylist()) == {manifest.name}
+
+
 def test_suite_column_is_the_suite_name(tmp_path: Path, sf_cases: Cases) -> None:
     cases = [c.model_copy(update={"suite": "somewhere-else"}) for c in sf_cases(20)]
     write_suite(str(tmp_path / "folder"), cases, name="named")
