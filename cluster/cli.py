@@ -893,12 +893,14 @@ def _planned(name: str, summary: str, example: str) -> Callable[..., None]:
     return command
 
 
-_planned(
-    "report",
-    "Metrics, comparison and an HTML report from a run folder.",
-    "assay report runs/<run_id> --html report.html",
-)
 _planned("serve", "Serve judges over HTTP on Ray Serve.", "assay serve examples/serve.yaml")
+
+
+# -- commands defined in their own modules ---------------------------------------------------------
+
+from assay.cluster.cli_report import register as _register_report  # noqa: E402
+
+_register_report(cli)
 
 
 # -- entry point -------------------------------------------------------------------------------

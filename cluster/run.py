@@ -29,6 +29,7 @@ from assay.engine.config import RunConfig, SuiteSpec
 from assay.engine.errors import AssayError, ConfigError, FatalError
 from assay.engine.importers import ImportConfig, import_suite
 from assay.engine.io import Location
+from assay.engine.metrics import run_header
 from assay.engine.records import Generation, Verdict
 from assay.engine.runfolder import (
     RunFolder,
@@ -266,7 +267,7 @@ class _Runner:
             (self.targets if kind == "target" else self.judges)[spec.name] = pool
 
     async def process(self, shard: Shard, progress: _Progress) -> None:
-        cases = read_shard(self.suite, shard, columns=[*CASE_COLUMNS, "risk", "attack"])
+        cases = read_shard(self.suite, shard, columns=[*CASE_COLUMNS, "risk", "attack", "base_id"])
         if shard.shard_id in self.generated_before:
             gen_table = self.folder.read_stage_part(GENERATIONS, shard.shard_id)
             targets = gen_table.column("target")
@@ -474,13 +475,7 @@ def run(cfg: RunConfig) -> RunResult:
             if shard.shard_id in generated:
                 acc.add_generations(folder.read_stage_part(GENERATIONS, shard.shard_id))
         summary = acc.result()
-        summary.update(
-            {
-                "run_id": run_id,
-                "suite_fingerprint": manifest.suite_fingerprint,
-                "config_hash": manifest.config_hash,
-            }
-        )
+        summary.update(run_header(manifest))
         folder.write_summary(summary)
         folder.update_manifest(status="completed", error=None)
     result.summary = summary

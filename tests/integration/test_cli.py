@@ -68,7 +68,7 @@ def test_seval_import_json_report_and_rejects(tmp_path: Path) -> None:
         (["import", "jsonl", "x.jsonl", "-o", "y", "--map", "novalue"], "expected KEY=VALUE"),
         (["taxonomy", "show", "nope"], "nope"),
         (["run", "config.yaml"], "no config file at config.yaml"),
-        (["report", "x"], "`assay report` is not available"),
+        (["report", "x"], "no run at"),
     ],
 )
 def test_errors_are_one_clear_line(tmp_path: Path, args: list[str], message: str) -> None:
@@ -88,6 +88,9 @@ def test_every_command_has_help_with_an_example() -> None:
         ["run"],
         ["status"],
         ["report"],
+        ["compare"],
+        ["history", "add"],
+        ["history", "show"],
         ["generate"],
         ["attack"],
         ["select"],
