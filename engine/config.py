@@ -84,7 +84,10 @@ class ModelSpec(_Strict):
         description="Requests per actor call (the backend splits or batches further itself).",
     )
     max_in_flight: int = Field(
-        default=256, ge=1, description="Requests in flight per replica (backpressure)."
+        default=1024,
+        ge=1,
+        description="Requests in flight per replica (backpressure). vLLM's batch defaults run up "
+        "to 1,024 sequences at once on a large GPU; fewer in flight would leave it idle.",
     )
 
     @field_validator("name")
