@@ -208,16 +208,22 @@ class JudgeActor:
 
     async def judge(self, payload: bytes | pa.Table) -> pa.Table:
         """One verdict per task row, in order (``Verdict`` schema). A task whose generation
-        failed is not sent to the model; its verdict says why."""
+        failed (no response, ``generation_error`` set) is not sent to the model; its verdict
+        says why. A task without a response and without an error asks about the prompt alone
+        (the judge service's prompt-only items)."""
         table = decode_payload(payload, JUDGE_TASK_SCHEMA)
         cols = {n: table.column(n).to_pylist() for n in JUDGE_TASK_SCHEMA.names}
         n = table.num_rows
+        failed = [
+            cols["response"][i] is None and cols["generation_error"][i] is not None
+            for i in range(n)
+        ]
         items = {
             i: JudgeItem(
                 prompt=cols["prompt"][i], response=cols["response"][i], lang=cols["lang"][i]
             )
             for i in range(n)
-            if cols["response"][i] is not None
+            if not failed[i]
         }
         requests = [
             self.format.build_request(
@@ -232,7 +238,7 @@ class JudgeActor:
         out = _VerdictColumns(self.spec.name)
         for i in range(n):
             test_id, target = cols["test_id"][i], cols["target"][i]
-            if cols["response"][i] is None:
+            if failed[i]:
                 out.add(
                     test_id,
                     target,

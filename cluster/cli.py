@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
@@ -873,34 +873,13 @@ def stop_cmd(job: str, address: str | None) -> None:
         click.echo(f"job {job}: already ended")
 
 
-# -- skeleton: commands that later versions fill ---------------------------------------------------
-
-
-def _not_yet(command: str) -> NoReturn:
-    raise AssayError(f"`assay {command}` is not available in assay {__version__} yet")
-
-
-def _planned(name: str, summary: str, example: str) -> Callable[..., None]:
-    @cli.command(
-        name,
-        help=f"{summary} (not yet available)\n\n\b\nExample:\n  {example}",
-        context_settings={"ignore_unknown_options": True},
-    )
-    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-    def command(args: tuple[str, ...]) -> None:
-        _not_yet(name)
-
-    return command
-
-
-_planned("serve", "Serve judges over HTTP on Ray Serve.", "assay serve examples/serve.yaml")
-
-
 # -- commands defined in their own modules ---------------------------------------------------------
 
 from assay.cluster.cli_report import register as _register_report  # noqa: E402
+from assay.cluster.cli_serve import register as _register_serve  # noqa: E402
 
 _register_report(cli)
+_register_serve(cli)
 
 
 # -- entry point -------------------------------------------------------------------------------

@@ -108,10 +108,14 @@ class LocalExecutor:
 
     def __init__(self) -> None:
         """No state but the pools made."""
-        self.pools: list[LocalPool] = []
+        self.pools: list[Pool] = []
 
     async def pool(self, kind: str, spec: ModelSpec, max_retries: int, backoff_s: float) -> Pool:
-        """Builds ``spec.resources.replicas`` actors here."""
+        """Builds ``spec.resources.replicas`` actors here (a remote judge: a client)."""
+        if kind == "judge" and spec.backend == "remote":
+            remote = await _remote_pool(spec)
+            self.pools.append(remote)
+            return remote
         cls = _actor_class(kind)
         replicas = [cls(spec, max_retries, backoff_s) for _ in range(spec.resources.replicas)]
         pool = LocalPool(spec.name, replicas, ["local"] * len(replicas))
@@ -231,12 +235,17 @@ class RayExecutor:
             self.started = True
         self.max_actor_restarts = spec.max_actor_restarts
         self.placement_timeout_s = spec.placement_timeout_s
-        self.pools: list[RayPool] = []
+        self.pools: list[Pool] = []
 
     async def pool(self, kind: str, spec: ModelSpec, max_retries: int, backoff_s: float) -> Pool:
         """Creates the replicas (each in its placement group when it needs one) and waits until
-        each has loaded its model."""
+        each has loaded its model (a remote judge: a client of its service)."""
         import ray
+
+        if kind == "judge" and spec.backend == "remote":
+            remote = await _remote_pool(spec)
+            self.pools.append(remote)
+            return remote
         from ray.util.placement_group import placement_group, remove_placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -297,6 +306,22 @@ class RayExecutor:
         self.pools.clear()
         if self.started:
             ray.shutdown()
+
+
+async def _remote_pool(spec: ModelSpec) -> Pool:
+    """The pool of a judge with ``backend: remote`` (a service started by ``assay serve``),
+    checked once so a wrong URL, token or judge name fails the run at start."""
+    from .remote import RemoteJudgePool
+
+    if not isinstance(spec, JudgeSpec):
+        raise FatalError(f"{spec.name}: backend 'remote' serves judges only")
+    pool = RemoteJudgePool(spec)
+    try:
+        await pool.check()
+    except BaseException:
+        await pool.close()
+        raise
+    return pool
 
 
 def _root_cause(exc: BaseException) -> str:

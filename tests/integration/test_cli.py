@@ -96,6 +96,7 @@ def test_every_command_has_help_with_an_example() -> None:
         ["select"],
         ["suite", "diff"],
         ["serve"],
+        ["score"],
     ]
     for cmd in commands:
         r = assay(*cmd, "--help")
