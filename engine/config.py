@@ -285,7 +285,8 @@ def load_config(
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, path)) from None
+        what = f"{model.__name__.removesuffix('Config').lower() or model.__name__} config"
+        raise ConfigError(describe_validation_error(exc, path, what)) from None
 
 
 def read_config_file(path: str) -> dict[str, Any]:
@@ -355,7 +356,9 @@ def apply_override(data: dict[str, Any], item: str) -> None:
             raise ConfigError(f"--set {key}: {'.'.join(parts[:i])} is not a mapping or list")
 
 
-def describe_validation_error(exc: ValidationError, source: str | None) -> str:
+def describe_validation_error(
+    exc: ValidationError, source: str | None, what: str = "run config"
+) -> str:
     """One line per problem: where in the config, and what is wrong."""
     lines = []
     for err in exc.errors()[:8]:
@@ -366,6 +369,6 @@ def describe_validation_error(exc: ValidationError, source: str | None) -> str:
             lines.append(f"missing required key {where!r}")
         else:
             lines.append(f"{where}: {err['msg']}")
-    head = f"invalid run config{f' {source}' if source else ''}: "
+    head = f"invalid {what}{f' {source}' if source else ''}: "
     more = f" (and {exc.error_count() - 8} more)" if exc.error_count() > 8 else ""
     return head + "; ".join(lines) + more
