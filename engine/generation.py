@@ -128,14 +128,21 @@ def quota_for(cfg: GenerateConfig, risk: str, lang: str) -> int:
 
 def generation_plan(tree: RiskTree, cfg: GenerateConfig) -> list[Slot]:
     """Every slot, leaf by leaf, language by language."""
-    known = {n.path for n in tree}
+    nodes = leaves(tree, cfg)
+    targets = {n.path for n in nodes}
     for key in cfg.quotas:
-        path = key.split("@", 1)[0]
-        if path not in known:
-            raise ConfigError(f"quotas: {path!r} is not a node of the taxonomy")
+        path, _, lang = key.partition("@")
+        if path not in targets:
+            example = sorted(targets)[0]
+            raise ConfigError(
+                f"quotas: {path!r} is not one of the {len(targets)} nodes prompts are written "
+                f"for (e.g. {example!r})"
+            )
+        if lang and lang not in cfg.langs:
+            raise ConfigError(f"quotas: {key!r} names a language not in langs {cfg.langs}")
     return [
         Slot(node.path, lang, i)
-        for node in leaves(tree, cfg)
+        for node in nodes
         for lang in cfg.langs
         for i in range(quota_for(cfg, node.path, lang))
     ]
