@@ -273,28 +273,9 @@ def _read_jsonl(path: str) -> list[dict[str, Any]]:
 
 def _engine_kwargs(spec: dict[str, Any]) -> dict[str, Any]:
     """What assay's vLLM backend passes to the engine for these options (VLLMOptions)."""
-    from assay.actors.backends.vllm import VLLMOptions
+    from assay.actors.backends.vllm import VLLMOptions, engine_args
 
-    o = VLLMOptions.model_validate(spec["engine"])
-    kwargs: dict[str, Any] = {
-        "model": spec["model"],
-        "dtype": o.dtype,
-        "gpu_memory_utilization": o.gpu_memory_utilization,
-        "tensor_parallel_size": o.tensor_parallel_size,
-        "enable_prefix_caching": o.enable_prefix_caching,
-        "load_format": o.load_format,
-        "enforce_eager": o.enforce_eager,
-        "seed": o.seed,
-        "trust_remote_code": o.trust_remote_code,
-    }
-    optional = {
-        "max_model_len": o.max_model_len,
-        "kv_cache_memory_bytes": o.kv_cache_memory_bytes,
-        "max_num_seqs": o.max_num_seqs,
-        "max_num_batched_tokens": o.max_num_batched_tokens,
-    }
-    kwargs.update({k: v for k, v in optional.items() if v is not None})
-    return kwargs
+    return engine_args(spec["model"], VLLMOptions.model_validate(spec["engine"]))
 
 
 def _requests(spec: dict[str, Any]) -> tuple[list[Any], list[Any]]:

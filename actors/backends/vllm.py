@@ -151,6 +151,35 @@ def _in_placement_group() -> bool:
     return ray.is_initialized() and get_current_placement_group() is not None
 
 
+def engine_args(model: str, o: VLLMOptions) -> dict[str, Any]:
+    """The keyword arguments of ``AsyncEngineArgs`` for a model and its options (unset options
+    keep vLLM's defaults; inside a Ray placement group, tensor-parallel workers go over Ray)."""
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "dtype": o.dtype,
+        "gpu_memory_utilization": o.gpu_memory_utilization,
+        "tensor_parallel_size": o.tensor_parallel_size,
+        "enable_prefix_caching": o.enable_prefix_caching,
+        "load_format": o.load_format,
+        "enforce_eager": o.enforce_eager,
+        "seed": o.seed,
+        "trust_remote_code": o.trust_remote_code,
+    }
+    optional = {
+        "max_model_len": o.max_model_len,
+        "kv_cache_memory_bytes": o.kv_cache_memory_bytes,
+        "max_num_seqs": o.max_num_seqs,
+        "max_num_batched_tokens": o.max_num_batched_tokens,
+    }
+    kwargs.update({k: v for k, v in optional.items() if v is not None})
+    executor_backend = o.distributed_executor_backend
+    if executor_backend is None and o.tensor_parallel_size > 1 and _in_placement_group():
+        executor_backend = "ray"
+    if executor_backend is not None:
+        kwargs["distributed_executor_backend"] = executor_backend
+    return kwargs
+
+
 def _import_vllm() -> Any:
     """The vllm module, or a MissingDependencyError with the pip command."""
     try:
@@ -186,30 +215,7 @@ class VLLMBackend:
         self._vllm_sampling = vllm.SamplingParams
         self._tokens_prompt = TokensPrompt
         self._final_only = RequestOutputKind.FINAL_ONLY
-        o = self.options
-        engine_kwargs: dict[str, Any] = {
-            "model": spec.model,
-            "dtype": o.dtype,
-            "gpu_memory_utilization": o.gpu_memory_utilization,
-            "tensor_parallel_size": o.tensor_parallel_size,
-            "enable_prefix_caching": o.enable_prefix_caching,
-            "load_format": o.load_format,
-            "enforce_eager": o.enforce_eager,
-            "seed": o.seed,
-            "trust_remote_code": o.trust_remote_code,
-        }
-        optional = {
-            "max_model_len": o.max_model_len,
-            "kv_cache_memory_bytes": o.kv_cache_memory_bytes,
-            "max_num_seqs": o.max_num_seqs,
-            "max_num_batched_tokens": o.max_num_batched_tokens,
-        }
-        engine_kwargs.update({k: v for k, v in optional.items() if v is not None})
-        executor_backend = o.distributed_executor_backend
-        if executor_backend is None and o.tensor_parallel_size > 1 and _in_placement_group():
-            executor_backend = "ray"
-        if executor_backend is not None:
-            engine_kwargs["distributed_executor_backend"] = executor_backend
+        engine_kwargs = engine_args(spec.model, self.options)
         start = time.perf_counter()
         try:
             args = vllm.AsyncEngineArgs(**engine_kwargs)
