@@ -24,6 +24,7 @@ from pydantic import Field, field_validator
 from .config import ExecutorSpec, GeneratorSpec, _Strict
 from .errors import ConfigError
 from .io import StorageOptions
+from .lang import lang_key
 from .records import TestCase
 from .requests import ChatMessage, GenerationRequest
 from .taxonomy import RiskNode, RiskTree, load_risk_tree, seval_tree
@@ -188,17 +189,13 @@ _DESCRIPTION = {"en": "What it covers: {text}\n", "zh": "涵盖内容：{text}\n
 _LANG_NAME = {"en": "English", "zh": "中文"}
 
 
-def _lang_key(lang: str) -> str:
-    return "zh" if lang.split("-")[0] == "zh" else "en"
-
-
 def path_names(tree: RiskTree, risk: str, lang: str) -> str:
     """The display names of a risk path, in the language (English where a name is missing)."""
     parts = risk.split("/")
     names = []
     for i in range(len(parts)):
         node = tree.node("/".join(parts[: i + 1]))
-        names.append(node.name_zh if _lang_key(lang) == "zh" and node.name_zh else node.name)
+        names.append(node.name_zh if lang_key(lang) == "zh" and node.name_zh else node.name)
     return " > ".join(names)
 
 
@@ -210,7 +207,7 @@ def build_request(
     examples: list[TestCase],
 ) -> GenerationRequest:
     """The generator request of one attempt at a slot."""
-    key = _lang_key(slot.lang)
+    key = lang_key(slot.lang)
     node = tree.node(slot.risk)
     task = _TASK[key]
     if key == "en" and slot.lang.split("-")[0] != "en":

@@ -19,6 +19,7 @@ an imported row's ``attack`` field may take.
 
 from __future__ import annotations
 
+from ..lang import lang_key
 from . import code_injection, compositional, encryption, hijacking, in_context, induction, roleplay
 from .base import (
     Attack,
@@ -30,7 +31,6 @@ from .base import (
     TemplateAttack,
     check_base,
     fill,
-    lang_key,
     pick,
 )
 from .code_injection import CodeInjection

@@ -35,16 +35,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 from ..errors import InputError
+from ..lang import lang_key
 from ..records import TestCase
 from ..requests import ChatMessage, GenerationRequest, SamplingParams
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def lang_key(lang: str) -> str:
-    """The template language of a language tag: ``zh`` for Chinese tags, else ``en``."""
-    primary = lang.strip().lower().replace("_", "-").split("-", 1)[0]
-    return "zh" if primary in ("zh", "cmn", "yue", "wuu") else "en"
 
 
 def fill(template: str, **values: str) -> str:

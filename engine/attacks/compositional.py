@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from ..lang import lang_key
 from ..records import TestCase
 from ..requests import ChatMessage
-from .base import Chooser, Rendered, RewriteAttack, fill, lang_key, pick
+from .base import Chooser, Rendered, RewriteAttack, fill, pick
 from .registry import register_attack
 
 _TASKS: dict[str, tuple[str, ...]] = {

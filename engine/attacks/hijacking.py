@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from ..lang import lang_key
 from ..records import TestCase
-from .base import Chooser, Rendered, TemplateAttack, fill, lang_key
+from .base import Chooser, Rendered, TemplateAttack, fill
 from .registry import register_attack
 
 _TASKS: dict[str, tuple[str, ...]] = {

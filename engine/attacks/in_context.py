@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
+from ..lang import lang_key
 from ..records import TestCase
 from ..requests import ChatMessage
 from .base import (
@@ -20,7 +21,6 @@ from .base import (
     Rendered,
     RewriteAttack,
     fill,
-    lang_key,
     pick,
 )
 from .registry import register_attack

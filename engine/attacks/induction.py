@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from ..lang import lang_key
 from ..records import TestCase
 from ..requests import ChatMessage
 from .base import (
@@ -13,7 +14,6 @@ from .base import (
     RewriteAttack,
     SimpleTemplateAttack,
     fill,
-    lang_key,
     pick,
 )
 from .registry import register_attack

@@ -21,12 +21,6 @@ _LIST_SPLIT = re.compile(r"\s*[,，、;；]\s*")
 _NO_CATEGORY = frozenset({"", "none", "无", "没有", "na", "null", "nil"})
 
 
-def lang_key(lang: str) -> str:
-    """Returns ``zh`` for a Chinese language tag (``zh``, ``zh-CN``, ``zh-Hans``), else ``en``."""
-    primary = lang.strip().lower().replace("_", "-").split("-", 1)[0]
-    return "zh" if primary in ("zh", "cmn", "yue", "wuu") else "en"
-
-
 def dedupe(items: Iterable[T]) -> list[T]:
     """Returns the items without repeats, in first-seen order."""
     return list(dict.fromkeys(items))

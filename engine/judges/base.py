@@ -27,10 +27,10 @@ from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import ConfigError, InputError
+from ..lang import lang_key
 from ..records import Label
 from ..requests import ChatMessage, GenerationRequest, SamplingParams
 from ._fence import Fence
-from ._text import lang_key
 
 
 class JudgeItem(BaseModel):
