@@ -392,14 +392,18 @@ class Suite:
                 rows.append(pq.ParquetFile(f).metadata.num_rows)
         return rows
 
-    def scan(self) -> tuple[SuiteCounts, str]:
-        """Counts and fingerprint computed from the data itself (one streaming pass)."""
+    def scan(self, ids: set[str] | None = None) -> tuple[SuiteCounts, str]:
+        """Counts and fingerprint computed from the data itself (one streaming pass); the
+        test ids are added to ``ids`` when it is given."""
         counts = CountAccumulator()
         fp = Fingerprint()
         cols = ["test_id", "lang", "risk", "attack", "response", "label"]
         for batch in self.iter_batches(columns=cols):
             counts.add_batch(batch)
-            fp.add_many(batch.column("test_id").to_pylist())
+            batch_ids = batch.column("test_id").to_pylist()
+            fp.add_many(batch_ids)
+            if ids is not None:
+                ids.update(batch_ids)
         return counts.result(), fp.hexdigest()
 
 
@@ -494,20 +498,13 @@ def diff_suites(
 ) -> SuiteDiff:
     """Compares two suites by their test ids (one streaming pass over each)."""
     suites = [open_suite(u, storage_options) for u in (url_a, url_b)]
-    ids: list[set[str]] = []
+    ids: list[set[str]] = [set(), set()]
     counts: list[SuiteCounts] = []
     fps: list[str] = []
-    cols = ["test_id", "lang", "risk", "attack", "response", "label"]
-    for s in suites:
-        acc, fp, seen = CountAccumulator(), Fingerprint(), set()
-        for batch in s.iter_batches(columns=cols):
-            acc.add_batch(batch)
-            batch_ids = batch.column("test_id").to_pylist()
-            fp.add_many(batch_ids)
-            seen.update(batch_ids)
-        ids.append(seen)
-        counts.append(acc.result())
-        fps.append(fp.hexdigest())
+    for s, seen in zip(suites, ids, strict=True):
+        c, fp = s.scan(seen)
+        counts.append(c)
+        fps.append(fp)
     a, b = suites
     lineage = "unrelated"
     if b.manifest and fps[0] in b.manifest.parents:
