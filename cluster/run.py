@@ -323,11 +323,11 @@ class _Runner:
 
     async def _judge_target(self, cases: pa.Table, gens: pa.Table) -> pa.Table:
         """Verdicts of every judge on one target's generations of a shard."""
-        position = {tid: i for i, tid in enumerate(cases.column("test_id").to_pylist())}
-        try:
-            rows = cases.take([position[t] for t in gens.column("test_id").to_pylist()])
-        except KeyError as exc:
-            raise FatalError(f"a generation answers test {exc} that is not in its shard") from exc
+        position = pc.index_in(gens.column("test_id"), value_set=cases.column("test_id"))
+        if position.null_count:
+            stray = gens.column("test_id").filter(pc.is_null(position))[0].as_py()
+            raise FatalError(f"a generation answers test {stray!r} that is not in its shard")
+        rows = cases.take(position)
         tasks = pa.table(
             {
                 "test_id": gens.column("test_id"),
