@@ -500,7 +500,6 @@ def select_cmd(
         spec,
         _parse_pairs(storage, "--storage-option"),
         overwrite=overwrite,
-        created_by=[" ".join(["assay", *sys.argv[1:]])],
     )
     if as_json:
         click.echo(json.dumps(report.model_dump(mode="json"), indent=2, ensure_ascii=False))

@@ -26,7 +26,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from assay.engine.attacks import derive_all, resolve_attacks
+from assay.engine.attacks import Attack, derive_all, resolve_attacks
 from assay.engine.config import AttackConfig, GeneratorSpec
 from assay.engine.errors import InputError
 from assay.engine.generation import (
@@ -200,14 +200,13 @@ def attack_suite(cfg: AttackConfig, created_by: list[str] | None = None) -> Atta
     """Writes the attack variants of a suite (and its base rows); see the module docstring."""
     suite = open_suite(cfg.suite, cfg.storage_options)
     attacks = resolve_attacks(cfg.attacks)
-    names = [a.name for a in attacks]
     parent = suite.manifest.fingerprint if suite.manifest else suite.scan()[1]
     writer = SuiteWriter(
         cfg.output, name=cfg.name, storage_options=cfg.storage_options, overwrite=cfg.overwrite
     )
     result = AttackResult(url=writer.loc.url, fingerprint="", base_rows=0, attack_rows=0, rows=0)
     try:
-        asyncio.run(_attack(cfg, suite, names, writer, result))
+        asyncio.run(_attack(cfg, suite, attacks, writer, result))
         manifest = writer.commit(
             created_by=created_by if created_by is not None else _command_line(),
             parents=[parent],
@@ -222,9 +221,10 @@ def attack_suite(cfg: AttackConfig, created_by: list[str] | None = None) -> Atta
 
 
 async def _attack(
-    cfg: AttackConfig, suite: Any, names: list[str], writer: SuiteWriter, result: AttackResult
+    cfg: AttackConfig, suite: Any, attacks: list[Attack], writer: SuiteWriter, result: AttackResult
 ) -> None:
-    rewrite = [a.name for a in resolve_attacks(names) if a.needs_generator]
+    names = [a.name for a in attacks]
+    rewrite = [a.name for a in attacks if a.needs_generator]
     use_generator = bool(rewrite) and cfg.generator is not None
     templated = [n for n in names if not (use_generator and n in rewrite)]
     executor = make_executor(cfg.executor)
@@ -368,6 +368,7 @@ def select(
     embeddings) mapped over Ray tasks when the executor is Ray."""
     from assay.engine.select import select_suite
 
+    options.setdefault("created_by", _command_line())
     if executor.kind != "ray":
         return select_suite(suite_url, output_url, plan, storage_options, **options)
     ray_executor = make_executor(executor)  # starts or joins Ray
