@@ -207,7 +207,19 @@ class RunConfig(_Strict):
         return out
 
 
-class AttackConfig(_Strict):
+class ModelJobConfig(_Strict):
+    """What every job that runs models on the executor shares (generate, attack)."""
+
+    storage_options: StorageOptions = Field(
+        default_factory=dict,
+        description="fsspec options for every URL of the config (credentials, endpoint).",
+    )
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec, description="Where work runs.")
+    max_retries: int = Field(default=3, ge=0, description="Retries of a failed backend call.")
+    retry_backoff_s: float = Field(default=1.0, ge=0, description="First retry delay (s).")
+
+
+class AttackConfig(ModelJobConfig):
     """``assay attack``: the attack variants of a suite's base prompts, written as a suite."""
 
     suite: str = Field(description="The base suite (any fsspec URL).")
@@ -233,12 +245,6 @@ class AttackConfig(_Strict):
     batch_rows: int = Field(
         default=2000, ge=1, description="Base rows per unit of work (a Ray task on a cluster)."
     )
-    storage_options: StorageOptions = Field(
-        default_factory=dict, description="fsspec options for input and output."
-    )
-    executor: ExecutorSpec = Field(default_factory=ExecutorSpec, description="Where work runs.")
-    max_retries: int = Field(default=3, ge=0, description="Retries of a failed backend call.")
-    retry_backoff_s: float = Field(default=1.0, ge=0, description="First retry delay (s).")
 
 
 C = TypeVar("C", bound=BaseModel)

@@ -21,9 +21,8 @@ from typing import Any, NamedTuple
 
 from pydantic import Field, field_validator
 
-from .config import ExecutorSpec, GeneratorSpec, _Strict
+from .config import GeneratorSpec, ModelJobConfig
 from .errors import ConfigError
-from .io import StorageOptions
 from .lang import lang_key
 from .records import TestCase
 from .requests import ChatMessage, GenerationRequest
@@ -33,7 +32,7 @@ INSTRUCTION_VERSION = "assay-gen-1"
 """Version of the generation instructions below; recorded in every generated row."""
 
 
-class GenerateConfig(_Strict):
+class GenerateConfig(ModelJobConfig):
     """``assay generate``: prompts per taxonomy leaf and language, written as a suite."""
 
     output: str = Field(description="URL of the suite folder to write.")
@@ -79,12 +78,6 @@ class GenerateConfig(_Strict):
     max_chars: int = Field(
         default=2000, ge=20, description="Longest prompt kept (longer answers are cut)."
     )
-    storage_options: StorageOptions = Field(
-        default_factory=dict, description="fsspec options for output, taxonomy and seed suite."
-    )
-    executor: ExecutorSpec = Field(default_factory=ExecutorSpec, description="Where models run.")
-    max_retries: int = Field(default=3, ge=0, description="Retries of a failed backend call.")
-    retry_backoff_s: float = Field(default=1.0, ge=0, description="First retry delay (s).")
 
     @field_validator("langs")
     @classmethod
