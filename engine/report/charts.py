@@ -8,7 +8,7 @@ shows its exact figures through SVG ``<title>`` tooltips, which need no script.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from .markup import Markup, el
 
@@ -182,19 +182,7 @@ def grouped_bars(
     height = legend_h + 24 + group_h * len(categories) + 20
     y0 = legend_h + 20
     parts: list[Markup] = []
-    for i, name in enumerate(series):  # legend, three per line
-        lx, ly = 10 + (i % 3) * 200, 14 + (i // 3) * 20
-        parts.append(
-            el(
-                "g",
-                {"class": "legend"},
-                el(
-                    "rect",
-                    {"x": lx, "y": ly - 10, "width": 12, "height": 12, "fill": series_color(i)},
-                ),
-                el("text", {"x": lx + 18, "y": ly}, el("title", None, name), _short(name, 26)),
-            )
-        )
+    parts.extend(_legend(series))
     for tick in (0, 0.25, 0.5, 0.75, 1.0):
         x = left + plot_w * tick
         parts.append(
@@ -293,19 +281,7 @@ def line_chart(
     left, top, plot_w, plot_h = 50, 40 + 20 * ((len(series) + 2) // 3), 560, 220
     width, height = left + plot_w + 60, top + plot_h + 50
     parts: list[Markup] = []
-    for i, name in enumerate(series):
-        lx, ly = 10 + (i % 3) * 200, 14 + (i // 3) * 20
-        parts.append(
-            el(
-                "g",
-                {"class": "legend"},
-                el(
-                    "rect",
-                    {"x": lx, "y": ly - 10, "width": 12, "height": 12, "fill": series_color(i)},
-                ),
-                el("text", {"x": lx + 18, "y": ly}, el("title", None, name), _short(name, 26)),
-            )
-        )
+    parts.extend(_legend(series))
     for tick in (0, 0.25, 0.5, 0.75, 1.0):
         y = top + plot_h * (1 - tick)
         parts.append(
@@ -377,3 +353,22 @@ def line_chart(
             )
         parts.append(el("g", {"class": "series"}, *bits))
     return _svg(width, height, label, *parts)
+
+
+def _legend(series: Iterable[str]) -> list[Markup]:
+    """A colour swatch and the name of each series, three per line."""
+    parts = []
+    for i, name in enumerate(series):
+        lx, ly = 10 + (i % 3) * 200, 14 + (i // 3) * 20
+        parts.append(
+            el(
+                "g",
+                {"class": "legend"},
+                el(
+                    "rect",
+                    {"x": lx, "y": ly - 10, "width": 12, "height": 12, "fill": series_color(i)},
+                ),
+                el("text", {"x": lx + 18, "y": ly}, el("title", None, name), _short(name, 26)),
+            )
+        )
+    return parts
