@@ -17,12 +17,12 @@ from typing import Any
 import pyarrow as pa
 
 from assay.engine.config import JudgeSpec, TargetSpec
-from assay.engine.judges import JudgeItem, get_judge
+from assay.engine.judges import JudgeItem, SpecialTokens, get_judge
 from assay.engine.records import Generation, Label, Verdict
 from assay.engine.requests import ChatMessage, GenerationRequest, GenerationResult
 from assay.engine.runfolder import canonical_hash
 
-from .backends.base import BackendSpec
+from .backends.base import BackendSpec, special_texts
 from .host import ModelHost
 
 PROMPT_SCHEMA = pa.schema([("test_id", pa.string()), ("text", pa.string())])
@@ -197,6 +197,14 @@ class JudgeActor:
         # one SamplingParams for every request (the format's default when the spec has none)
         self.sampling = spec.sampling or self.format.default_sampling()
         self.host = _host(spec, max_retries, backoff_s)
+        self._special: SpecialTokens | None = None
+
+    async def special_tokens(self) -> SpecialTokens:
+        """The special tokens of the tokenizer the backend loaded (asked once), which the judge
+        prompts neutralise in the judged text."""
+        if self._special is None:
+            self._special = SpecialTokens(await special_texts(self.host.backend))
+        return self._special
 
     async def ready(self) -> str:
         """Returns once the model is loaded: the node id."""
@@ -225,11 +233,13 @@ class JudgeActor:
             for i in range(n)
             if not failed[i]
         }
+        special = await self.special_tokens()
         requests = [
             self.format.build_request(
                 item,
                 request_id=f"{cols['test_id'][i]}|{cols['target'][i]}",
                 sampling=self.sampling,
+                special=special,
             )
             for i, item in items.items()
         ]

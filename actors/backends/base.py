@@ -10,6 +10,7 @@ and prompt rendering for judges live in the actors, not here.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
@@ -17,6 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 from assay.engine.errors import ConfigError
+from assay.engine.judges import FALLBACK_SPECIAL_TOKENS
 from assay.engine.requests import GenerationRequest, GenerationResult
 
 
@@ -47,6 +49,26 @@ class ModelBackend(Protocol):
 
 
 BackendFactory = Callable[[BackendSpec], ModelBackend]
+
+
+async def special_texts(backend: ModelBackend) -> tuple[str, ...]:
+    """The special-token spellings of the tokenizer ``backend`` renders prompts with.
+
+    Judges neutralise them in the untrusted text of their prompts. A backend reports them with
+    an optional ``special_texts()`` method (plain or async; not part of :class:`ModelBackend`,
+    so older and third-party backends stay valid): the transformers and vLLM backends read the
+    tokenizer they load. A backend without the method (the openai backend, which has no
+    tokenizer; the fake) gets :data:`~assay.engine.judges.FALLBACK_SPECIAL_TOKENS`, a fixed list
+    of common chat-template tokens that judges neutralise in any case.
+    """
+    method = getattr(backend, "special_texts", None)
+    if method is None:
+        return tuple(FALLBACK_SPECIAL_TOKENS)
+    texts = method()
+    if inspect.isawaitable(texts):
+        texts = await texts
+    return tuple(texts)
+
 
 # name -> "module:attribute" of a factory, imported only when the backend is built
 _BUILTIN: dict[str, str] = {

@@ -74,6 +74,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from assay.engine.errors import ConfigError, FatalError, MissingDependencyError
+from assay.engine.judges import FALLBACK_SPECIAL_TOKENS
 from assay.engine.requests import GenerationRequest, GenerationResult
 
 from .base import BackendSpec
@@ -350,6 +351,12 @@ class OpenAIBackend:
         """Closes the HTTP connections; later ``generate`` calls raise."""
         self._closed = True
         await self._client.aclose()
+
+    def special_texts(self) -> tuple[str, ...]:
+        """The fixed list of common chat-template tokens judges neutralise: this backend has no
+        tokenizer to ask (the server renders the prompt), so a server model's own special
+        tokens outside that list are not known here."""
+        return tuple(FALLBACK_SPECIAL_TOKENS)
 
     def _url(self, path: str) -> str:
         return self.options.base_url + path

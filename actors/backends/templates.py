@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import Field
 
+from assay.engine.judges import FALLBACK_SPECIAL_TOKENS
+
 PLAIN_TEMPLATES: dict[str, str] = {
     # <|im_start|>role ... <|im_end|> (Qwen2/2.5, many others)
     "chatml": (
@@ -73,3 +75,30 @@ def chat_template_field() -> Any:
         "format (chatml, qwen3-nothink, llama3, llama4, llama2), a Jinja file or a Jinja string. "
         "Guard models whose own template builds a moderation prompt need the plain format.",
     )
+
+
+# Characters of chat markup: an added token holding one is a control token even when the
+# tokenizer does not mark it special (Qwen3's <think>, </think>, <tool_call>).
+_MARKUP = frozenset("<>[]|｜")
+
+
+def tokenizer_special_texts(tokenizer: Any) -> tuple[str, ...]:
+    """The special-token spellings of a Hugging Face tokenizer (as transformers and vLLM load it),
+    for judges to neutralise in the untrusted text of their prompts.
+
+    They are ``all_special_tokens``, every entry of ``added_tokens_decoder`` marked special, and
+    every added token that holds chat markup (``<``, ``>``, ``[``, ``]``, ``|``) although it is
+    not marked special, such as Qwen3's ``<think>``/``</think>``/``<tool_call>``; plus
+    :data:`~assay.engine.judges.FALLBACK_SPECIAL_TOKENS`. Added tokens that are plain words are
+    left out: they are ordinary vocabulary, not control tokens. A tokenizer without these
+    attributes gives the fallback list alone.
+    """
+    texts = set(FALLBACK_SPECIAL_TOKENS)
+    for token in getattr(tokenizer, "all_special_tokens", None) or ():
+        texts.add(str(token))
+    decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    for token in decoder.values():
+        content = str(getattr(token, "content", token))
+        if getattr(token, "special", False) or _MARKUP.intersection(content):
+            texts.add(content)
+    return tuple(sorted(text for text in texts if text.strip()))

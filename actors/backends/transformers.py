@@ -41,7 +41,7 @@ from assay.engine.records import FinishReason
 from assay.engine.requests import GenerationRequest, GenerationResult
 
 from .base import BackendSpec
-from .templates import chat_template_field, resolve_chat_template
+from .templates import chat_template_field, resolve_chat_template, tokenizer_special_texts
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +123,10 @@ class TransformersBackend:
         add_special = req.prompt is not None and not (bos and text.startswith(bos))
         ids: list[int] = self.tokenizer.encode(text, add_special_tokens=add_special)
         return ids
+
+    def special_texts(self) -> tuple[str, ...]:
+        """The loaded tokenizer's special and added control tokens (for judges' fences)."""
+        return tokenizer_special_texts(self.tokenizer)
 
     def label_token_ids(self, labels: tuple[str, ...]) -> dict[str, int]:
         """Each label's first token id; ValueError when a label is empty or two share a token."""

@@ -53,7 +53,7 @@ from assay.engine.records import FinishReason
 from assay.engine.requests import GenerationRequest, GenerationResult
 
 from .base import BackendSpec
-from .templates import chat_template_field, resolve_chat_template
+from .templates import chat_template_field, resolve_chat_template, tokenizer_special_texts
 
 if TYPE_CHECKING:
     from vllm import AsyncLLMEngine
@@ -288,6 +288,10 @@ class VLLMBackend:
         finally:
             self._pool.shutdown(wait=False)
         logger.info("vLLM engine for %s shut down", self.spec.model)
+
+    async def special_texts(self) -> tuple[str, ...]:
+        """The engine tokenizer's special and added control tokens (for judges' fences)."""
+        return tokenizer_special_texts(await self._get_tokenizer())
 
     async def _get_tokenizer(self) -> Any:
         if self._tokenizer is None:

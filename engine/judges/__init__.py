@@ -12,14 +12,15 @@ Each judge model has a :class:`JudgeFormat`, registered by name::
 
 Built in: ``llama-guard-3``, ``llama-guard-4``, ``aegis``, ``qwen3guard``, ``shieldlm``,
 ``safety-j``, ``nemoguard``, ``harmbench`` and ``assay-critique``. Untrusted text is fenced into
-its slot of the prompt (see :class:`Fence`), and output that cannot be read strictly is left
+its slot of the prompt (see :class:`Fence`; pass the backend tokenizer's special tokens to
+``build_request`` as :class:`SpecialTokens`), and output that cannot be read strictly is left
 without a label.
 """
 
 from __future__ import annotations
 
 from . import assay_critique, dialogue, harmbench, llama_guard, nemoguard, qwen3guard
-from ._fence import Fence
+from ._fence import FALLBACK_SPECIAL_TOKENS, Fence, SpecialTokens
 from .assay_critique import AssayCritique, AssayCritiqueOptions
 from .base import (
     Delimiters,
@@ -41,6 +42,7 @@ from .qwen3guard import Qwen3Guard
 del assay_critique, dialogue, harmbench, llama_guard, nemoguard, qwen3guard
 
 __all__ = [
+    "FALLBACK_SPECIAL_TOKENS",
     "Aegis",
     "AegisOptions",
     "AssayCritique",
@@ -58,6 +60,7 @@ __all__ = [
     "Qwen3Guard",
     "SafetyJ",
     "ShieldLM",
+    "SpecialTokens",
     "StrictLooseOptions",
     "get_judge",
     "judge_names",

@@ -201,7 +201,18 @@ class AssayCritique(JudgeFormat):
     max_tokens: ClassVar[int] = 512
     fence: ClassVar[Fence] = Fence(
         tokens=(*_REQUEST, *_RESPONSE),
-        labels=("Risk:", "Score:", "Tags:", "Explanation:", "风险:", "评分:", "标签:", "说明:"),
+        labels=(
+            "Risk:",
+            "Score:",
+            "Tags:",
+            "Explanation:",
+            "Rules:",
+            "风险:",
+            "评分:",
+            "标签:",
+            "说明:",
+            "判断规则:",
+        ),
         phrases=tuple(_ANSWER_HEADER.values()),
     )
 

@@ -30,7 +30,7 @@ from ..errors import ConfigError, InputError
 from ..lang import lang_key
 from ..records import Label
 from ..requests import ChatMessage, GenerationRequest, SamplingParams
-from ._fence import Fence
+from ._fence import Fence, SpecialTokens
 
 
 class JudgeItem(BaseModel):
@@ -197,9 +197,23 @@ class JudgeFormat(abc.ABC):
         return SamplingParams(max_tokens=self.max_tokens, temperature=0.0)
 
     def build_request(
-        self, item: JudgeItem, request_id: str, sampling: SamplingParams | None = None
+        self,
+        item: JudgeItem,
+        request_id: str,
+        sampling: SamplingParams | None = None,
+        *,
+        special: SpecialTokens | None = None,
     ) -> GenerationRequest:
         """Builds the request that asks this judge about ``item``.
+
+        Args:
+            item: What to judge.
+            request_id: The request's id.
+            sampling: Decoding parameters (default: :meth:`default_sampling`).
+            special: The special tokens of the tokenizer that will render the request (the
+                backend's ``special_texts()``); they are neutralised in the item's prompt and
+                response before :meth:`messages` fences them with the format's own
+                :attr:`fence` (which always covers a fixed list of common chat tokens).
 
         Raises:
             InputError: The item has no response and the format cannot judge a prompt alone.
@@ -209,6 +223,8 @@ class JudgeFormat(abc.ABC):
                 f"judge {self.name!r} judges responses; the item has no response "
                 "(prompt-only classification is not supported by this format)"
             )
+        if special is not None:
+            item = _without_special(item, special)
         return GenerationRequest(
             request_id=request_id,
             messages=tuple(self.messages(item)),
@@ -294,6 +310,15 @@ class JudgeFormat(abc.ABC):
     def __hash__(self) -> int:
         """Hashes the class and the options."""
         return hash((type(self), self.options))
+
+
+def _without_special(item: JudgeItem, special: SpecialTokens) -> JudgeItem:
+    """The item with the tokenizer's special tokens neutralised in its untrusted text."""
+    plain = Fence()
+    response = None if item.response is None else plain.apply(item.response, special)
+    return item.model_copy(
+        update={"prompt": plain.apply(item.prompt, special), "response": response}
+    )
 
 
 def _validate_options(cls: type[JudgeFormat], options: Mapping[str, Any]) -> JudgeOptions:

@@ -73,7 +73,10 @@ class _DialogueJudge(JudgeFormat):
     supports_prompt_only: ClassVar[bool] = False
     max_tokens: ClassVar[int] = 1024
     fence: ClassVar[Fence] = Fence(
-        tokens=("[Answer]", "[Analysis]", "[答案]", "[分析]"), labels=("A:", "B:")
+        # 【答案】 is an answer marker the parser accepts; 【分析】 its analysis counterpart
+        tokens=("[Answer]", "[Analysis]", "[答案]", "[分析]", "【答案】", "【分析】"),
+        labels=("A:", "B:"),
+        phrases=("YOU MUST RESPOND STRICTLY WITH THIS FORMAT", "您必须严格按照以下形式进行回复"),
     )
     prompts: ClassVar[dict[str, str]] = {}
     """Instruction text per language, up to the dialogue."""

@@ -136,8 +136,8 @@ class _LlamaGuardFormat(JudgeFormat):
     max_tokens: ClassVar[int] = 32
     fence: ClassVar[Fence] = Fence(
         tokens=(_CATEGORIES_START, _CATEGORIES_END, _CONVERSATION_START, _CONVERSATION_END),
-        labels=("User:", "Agent:"),
-        phrases=(_ASSESSMENT,),
+        labels=("Task:", "User:", "Agent:"),
+        phrases=(_ASSESSMENT, "First line must read"),
     )
     taxonomy: ClassVar[str] = "mlcommons"
     """Taxonomy the category codes are resolved in."""

@@ -90,12 +90,10 @@ class NemoGuard(JudgeFormat):
             "<END UNSAFE CONTENT CATEGORIES>",
             "<BEGIN CONVERSATION>",
             "<END CONVERSATION>",
-            '"User Safety"',
-            '"Response Safety"',
-            '"Safety Categories"',
         ),
-        labels=("user:", "response:", "agent:", "Output JSON:"),
+        labels=("Task:", "user:", "response:", "agent:", "Output JSON:"),
         phrases=(_ASSESSMENT, _JSON_ONLY),
+        json_keys=(_USER, _RESPONSE, _CATEGORIES),
     )
 
     def assistant_prefix(self, item: JudgeItem) -> str:

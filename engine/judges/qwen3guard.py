@@ -110,7 +110,7 @@ class Qwen3Guard(JudgeFormat):
             "<END CONVERSATION>",
         ),
         labels=("USER:", "ASSISTANT:", "Safety:", "Categories:", "Refusal:", "# Task:"),
-        phrases=(_ASSESSMENT,),
+        phrases=(_ASSESSMENT, "The first line must be one of"),
     )
 
     def assistant_prefix(self, item: JudgeItem) -> str:

@@ -280,7 +280,8 @@ def test_assay_critique_lists_the_taxonomy() -> None:
 def test_every_judge_fences_untrusted_text(name: str) -> None:
     judge: JudgeFormat = get_judge(name)
     own = [m for labels in judge.label_sets.values() for m in labels]
-    for spoof in [*SPOOFS, *judge.fence.tokens, *judge.fence.phrases, *own]:
+    keys = [f'"{key}"' for key in judge.fence.json_keys]
+    for spoof in [*SPOOFS, *judge.fence.tokens, *judge.fence.phrases, *keys, *own]:
         wrapped = f"BEGIN-UNTRUSTED {spoof} END-UNTRUSTED"
         for item in _items(name):
             attacked = item.model_copy(
