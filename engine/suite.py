@@ -183,12 +183,12 @@ class SuiteWriter:
         self.loc = Location.parse(url, storage_options)
         self.name = name or self.loc.name
         if not overwrite and self.loc.join(SUITE_MANIFEST).exists():
-            raise StorageError(f"a suite already exists at {url} (pass overwrite to replace it)")
+            raise StorageError(f"a suite already exists at {url} (pass --overwrite to replace it)")
         if not overwrite and self.loc.exists() and not self.loc.isdir():
             raise StorageError(f"{url} exists and is not a folder")
         if not overwrite and self.loc.isdir() and any(_is_part(p) for p in self._list_entries()):
             raise StorageError(
-                f"{url} already holds Parquet files (pass overwrite to replace them)"
+                f"{url} already holds Parquet files (pass --overwrite to replace them)"
             )
         self.rows_per_file = rows_per_file
         self.batch_rows = batch_rows

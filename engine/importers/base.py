@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..attacks import known_attacks, normalize_attack
+from ..config import error_message
 from ..errors import ConfigError
 from ..io import StorageOptions
 from ..records import Label, TestCase
@@ -60,6 +61,22 @@ class ImportConfig(BaseModel):
         default=(), description="Attack keys accepted besides the known ones."
     )
     overwrite: bool = Field(default=False, description="Replace a suite already at the output.")
+    keep_duplicates: bool = Field(
+        default=False,
+        description="Import rows whose test_id an earlier row has (the same prompt, language, "
+        "risk, attack and response) instead of skipping them, as datasets that count such "
+        "rows do (SAFETY-J's BeaverTails). The n-th occurrence (n >= 2) gets the test_id "
+        "content_id(<first test_id>, 'occurrence', n) and meta duplicate_of / occurrence.",
+    )
+    max_rejects: int = Field(
+        default=10_000,
+        ge=0,
+        description="Most rows listed in the rejects file (every row is counted by reason in "
+        "the report whatever this is).",
+    )
+    max_rejects_bytes: int = Field(
+        default=32 << 20, ge=0, description="Most bytes written to the rejects file."
+    )
     storage_options: StorageOptions = Field(
         default_factory=dict, description="fsspec options for the source and output."
     )
@@ -285,7 +302,7 @@ def build_case(ctx: RowContext, **fields: Any) -> TestCase:
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
-        raise RowError(f"invalid {where}: {err['msg']}") from None
+        raise RowError(f"invalid {where}: {error_message(err)}") from None
 
 
 ImporterFactory = Callable[[ImportConfig], Importer]

@@ -32,6 +32,19 @@ def _short(file: str) -> str:
     return file.rsplit("!", 1)[-1].rsplit("/", 1)[-1]
 
 
+def _json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type: array, string, number, boolean."""
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return type(value).__name__
+
+
 @register_importer
 class SEvalImporter(Importer):
     """S-Eval base and attack JSONL (``traceid, risk_type, prompt, ext``), zipped or not."""
@@ -220,7 +233,11 @@ class Aegis2Importer(Importer):
 
 @register_importer
 class SafetyJImporter(Importer):
-    """SAFETY-J label-level test sets: ``{query, response, label}`` (Safe/Unsafe, 安全/不安全)."""
+    """SAFETY-J label-level test sets: ``{query, response, label}`` (Safe/Unsafe, 安全/不安全).
+
+    An empty response is kept: it is an answer to judge (DiaSafety has one). An empty query is a
+    bad row, as everywhere.
+    """
 
     name = "safety-j"
     description = "SAFETY-J label-level JSON (query, response, label)"
@@ -240,9 +257,8 @@ class SafetyJImporter(Importer):
     def convert(self, data: dict[str, Any], ctx: RowContext) -> TestCase:
         """Maps one labelled (query, response) pair."""
         text = required_text(data, "query", "prompt")
+        # An empty response is an answer to judge (DiaSafety has one); an empty query is not.
         response = required_text(data, "response", what="response")
-        if not response.strip():
-            raise RowError("empty response")
         if data.get("label") is None:
             raise RowError("missing label (field 'label')")
         label = normalize_label(data["label"])
@@ -317,12 +333,17 @@ class TableImporter(Importer):
         if not isinstance(lang, str):
             raise RowError(f"lang is a {type(lang).__name__}, not text")
         meta_value = data.get(cols["meta"])
-        if isinstance(meta_value, str) and meta_value.strip():
+        if isinstance(meta_value, str):
             try:
-                meta_value = json.loads(meta_value)
+                meta_value = json.loads(meta_value) if meta_value.strip() else None
             except json.JSONDecodeError:
-                raise RowError("malformed meta (not a JSON object)") from None
-        meta: dict[str, Any] = dict(meta_value) if isinstance(meta_value, dict) else {}
+                raise RowError(f"malformed meta ({cols['meta']!r} is not JSON)") from None
+        if meta_value is not None and not isinstance(meta_value, dict):
+            raise RowError(
+                f"malformed meta ({cols['meta']!r} is a JSON {_json_type(meta_value)}, "
+                "not an object)"
+            )
+        meta: dict[str, Any] = dict(meta_value or {})
         used = set(cols.values())
         meta.update({k: v for k, v in data.items() if k not in used and v is not None})
         raw_label = data.get(cols["label"])

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import codecs
 import csv
+import gzip
 import io
 import json
+import lzma
 import zipfile
+import zlib
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -44,7 +48,8 @@ class SourceRecord:
     file: str
     """The file it came from, as shown to the user (``archive.zip!member.jsonl`` inside a zip)."""
     line: int
-    """1-based line where it starts (for Parquet: the 1-based row number)."""
+    """1-based line where it starts (for Parquet: the 1-based row number); 0 when the error is
+    about the file as a whole (a corrupt archive, a compressed stream that breaks off)."""
     data: dict[str, Any] | None
     """The parsed record, or None when ``error`` is set."""
     raw: str
@@ -117,28 +122,27 @@ def iter_records(
         yield from iter_file(loc, max_record_bytes)
 
 
+_CORRUPT = (zipfile.BadZipFile, zlib.error, EOFError, gzip.BadGzipFile, lzma.LZMAError)
+"""What reading a corrupt archive or compressed stream raises (it names no file)."""
+
+
 def iter_file(loc: Location, max_record_bytes: int) -> Iterator[SourceRecord]:
-    """Streams the records of one file (a zip archive: of each member in turn)."""
+    """Streams the records of one file (a zip archive: of each member in turn).
+
+    A file that cannot be read as what its name says (a corrupt zip archive, a gzip stream that
+    breaks off) gives one record with ``error`` set and line 0, naming the file; the records
+    read before the damage are kept, and the source's other files are read on.
+    """
     if loc.path.lower().endswith(".zip"):
-        with loc.open("rb") as f, zipfile.ZipFile(f) as zf:
-            for info in zf.infolist():
-                name = info.filename
-                if (
-                    info.is_dir()
-                    or name.startswith("__MACOSX/")
-                    or name.rsplit("/", 1)[-1][:1]
-                    in (
-                        ".",
-                        "_",
-                    )
-                ):
-                    continue
-                kind, compression = file_kind(name)
-                if kind is None:
-                    continue
-                display = f"{loc.url}!{name}"
-                with zf.open(info) as member:
-                    yield from _dispatch(member, display, kind, compression, max_record_bytes)
+        with loc.open("rb") as f:
+            try:
+                zf = zipfile.ZipFile(f)
+            except (*_CORRUPT, ValueError) as exc:
+                reason = f"not a readable zip archive ({exc}); nothing in it was read"
+                yield SourceRecord(loc.url, 0, None, "", reason)
+                return
+            with zf:
+                yield from _iter_zip(zf, loc.url, max_record_bytes)
         return
     kind, compression = file_kind(loc.path)
     if kind is None:
@@ -147,7 +151,42 @@ def iter_file(loc: Location, max_record_bytes: int) -> Iterator[SourceRecord]:
             "(optionally .gz/.bz2/.xz, or inside a .zip)"
         )
     with loc.open("rb") as f:
-        yield from _dispatch(f, loc.url, kind, compression, max_record_bytes)
+        try:
+            yield from _dispatch(f, loc.url, kind, compression, max_record_bytes)
+        except _CORRUPT as exc:
+            yield _broken(loc.url, exc)
+
+
+def _broken(display: str, exc: BaseException) -> SourceRecord:
+    """The record saying that a file broke off while it was read."""
+    detail = str(exc) or type(exc).__name__
+    return SourceRecord(
+        display, 0, None, "", f"corrupt data ({detail}); the rest of the file was not read"
+    )
+
+
+def _iter_zip(zf: zipfile.ZipFile, url: str, max_record_bytes: int) -> Iterator[SourceRecord]:
+    """The records of each member of a zip archive that assay can read, in turn."""
+    for info in zf.infolist():
+        name = info.filename
+        if (
+            info.is_dir()
+            or name.startswith("__MACOSX/")
+            or name.rsplit("/", 1)[-1][:1] in (".", "_")
+        ):
+            continue
+        kind, compression = file_kind(name)
+        if kind is None:
+            continue
+        display = f"{url}!{name}"
+        if info.flag_bits & 0x1:
+            yield SourceRecord(display, 0, None, "", "encrypted archive member; it was not read")
+            continue
+        try:
+            with zf.open(info) as member:
+                yield from _dispatch(member, display, kind, compression, max_record_bytes)
+        except (*_CORRUPT, NotImplementedError) as exc:
+            yield _broken(display, exc)
 
 
 def _dispatch(
@@ -448,6 +487,19 @@ def _iter_csv(f: IO[bytes], display: str, delimiter: str, max_bytes: int) -> Ite
         yield SourceRecord(display, 1, None, "", f"malformed CSV header ({exc})")
         return
     header = [h.strip() for h in header]
+    repeated = [name for name, n in Counter(header).items() if n > 1]
+    if repeated:
+        name = repeated[0]
+        where = ", ".join(str(i + 1) for i, h in enumerate(header) if h == name)
+        yield SourceRecord(
+            display,
+            1,
+            None,
+            clip(delimiter.join(header)),
+            f"malformed CSV header: column {name!r} appears more than once (columns {where}); "
+            "rename one, nothing in the file was read",
+        )
+        return
     while True:
         start = reader.line_num + 1
         try:
@@ -485,7 +537,19 @@ def _iter_parquet(f: IO[bytes], display: str) -> Iterator[SourceRecord]:
     try:
         pf = pq.ParquetFile(f)
     except Exception as exc:  # pyarrow raises several types for a corrupt file
-        raise InputError(f"cannot read {display} as Parquet: {exc}") from exc
+        yield SourceRecord(display, 0, None, "", f"not a readable Parquet file ({exc})")
+        return
+    names = pf.schema_arrow.names
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        yield SourceRecord(
+            display,
+            0,
+            None,
+            "",
+            f"column {repeated[0]!r} appears more than once; nothing in the file was read",
+        )
+        return
     row = 0
     for batch in pf.iter_batches(batch_size=2048):
         for rec in batch.to_pylist():

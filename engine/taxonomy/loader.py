@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..errors import StorageError
 from ..io import Location
+from ..yamlsafe import YamlLimitError, load_yaml, read_yaml_bytes
 from ._text import normalize
 from .dimensions import SEVAL_L1
 from .errors import TaxonomyFileError, UnknownRiskError
@@ -114,7 +115,10 @@ def load_risk_tree(
     """
     source = os.fspath(url)
     try:
-        text = Location.parse(source, dict(storage_options or {})).read_bytes().decode("utf-8")
+        loc = Location.parse(source, dict(storage_options or {}))
+        text = read_yaml_bytes(loc, repr(source), what="taxonomy file").decode("utf-8")
+    except YamlLimitError as exc:
+        raise TaxonomyFileError(str(exc)) from None
     except (OSError, ValueError, StorageError) as exc:
         raise TaxonomyFileError(f"cannot read taxonomy file {source!r}: {exc}") from exc
     return risk_tree_from_yaml(text, source=source)
@@ -131,7 +135,9 @@ def risk_tree_from_yaml(text: str, source: str = "<string>") -> RiskTree:
         TaxonomyFileError: See :func:`load_risk_tree`.
     """
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text, repr(source), what="taxonomy file")
+    except YamlLimitError as exc:
+        raise TaxonomyFileError(str(exc)) from None
     except yaml.YAMLError as exc:
         raise TaxonomyFileError(f"taxonomy file {source!r} is not valid YAML: {exc}") from exc
     return risk_tree_from_dict(data, source=source)

@@ -149,3 +149,44 @@ def test_reading_streams_in_bounded_memory(tmp_path: Path) -> None:
     tracemalloc.stop()
     assert count == 12_000
     assert peak < size / 4, f"peak {peak:,} bytes while reading a {size:,}-byte file"
+
+
+def test_damaged_archives_and_streams_are_one_error_naming_the_file(tmp_path: Path) -> None:
+    """Corrupt data gives one record with the file's name (line 0); other files are read on."""
+    lines = "".join(json.dumps({"prompt": f"p{i}", "n": "x" * 50}) + "\n" for i in range(2000))
+    # a zip member whose deflate stream is damaged half-way
+    good = tmp_path / "a.zip"
+    with zipfile.ZipFile(good, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("m.jsonl", lines)
+    data = bytearray(good.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(64)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.zip").write_bytes(bytes(data))
+    # a gzip file that breaks off
+    gz = gzip.compress(lines.encode())
+    (tmp_path / "src" / "b.jsonl.gz").write_bytes(gz[: len(gz) // 2])
+    # a Parquet file that is not one, and a good file after them all
+    (tmp_path / "src" / "c.parquet").write_bytes(b"PAR1 not really")
+    (tmp_path / "src" / "d.jsonl").write_text('{"prompt": "last"}\n')
+    recs = records(tmp_path / "src")
+    errors = [(r.file.rsplit("/", 1)[-1], r.line, r.error) for r in recs if r.error]
+    assert [(f, line) for f, line, _ in errors] == [
+        ("a.zip!m.jsonl", 0),
+        ("b.jsonl.gz", 0),
+        ("c.parquet", 0),
+    ]
+    assert all(e and e.startswith(("corrupt data (", "not a readable Parquet")) for *_, e in errors)
+    assert "the rest of the file was not read" in (errors[0][2] or "")
+    assert recs[-1].data == {"prompt": "last"}
+    assert all(r.data is not None for r in recs if not r.error)  # what was read before is kept
+
+
+def test_a_repeated_csv_column_is_one_error_and_nothing_is_guessed(tmp_path: Path) -> None:
+    (tmp_path / "t.tsv").write_text("text\tlang\ttext\nfirst\ten\tsecond\n")
+    (rec,) = records(tmp_path / "t.tsv")
+    assert rec.data is None and rec.line == 1
+    assert rec.error == (
+        "malformed CSV header: column 'text' appears more than once (columns 1, 3); "
+        "rename one, nothing in the file was read"
+    )
