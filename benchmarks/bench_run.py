@@ -218,7 +218,6 @@ def main() -> None:
     parser.add_argument("--skip-tiny", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "run.json"))
     args = parser.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     work = Path(tempfile.mkdtemp(prefix="assay-bench-run-"))
     try:
         result: dict[str, Any] = {

@@ -179,7 +179,7 @@ def _start_service(
         )
     )
     log = tmp / "serve.out"
-    env = {**os.environ, "ASSAY_SERVE_TOKENS": TOKEN, "RAY_AUTH_MODE": "disabled"}
+    env = {**os.environ, "ASSAY_SERVE_TOKENS": TOKEN}
     proc = subprocess.Popen(
         [ASSAY, "serve", str(config)],
         env=env,

@@ -514,13 +514,17 @@ def child_raydata(args: argparse.Namespace) -> dict[str, Any]:
     sampler.start()
     files = [loc.path for loc in open_suite(args.suite).files]
     rows = sum(pq.ParquetFile(p).metadata.num_rows for p in files)
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     load0 = _load()
     cpu0 = _cpu_seconds()
     t0 = time.perf_counter()
     import ray
 
-    ray.init(num_cpus=8, include_dashboard=False, logging_level="WARNING", configure_logging=False)
+    from assay.cluster import localray
+
+    # the same private Ray as assay's (loopback, token auth on), so the two sides compare
+    localray.start(
+        num_cpus=8, include_dashboard=False, logging_level="WARNING", configure_logging=False
+    )
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
@@ -547,7 +551,7 @@ def child_raydata(args: argparse.Namespace) -> dict[str, Any]:
     sampler.sample_ray()
     sampler.phase("finalize")
     written = sum(pq.ParquetFile(p).metadata.num_rows for p in Path(args.output).rglob("*.parquet"))
-    ray.shutdown()
+    localray.shutdown()
     seconds = t2 - t0
     cpu = _cpu_seconds() - cpu0
     if written != rows:
@@ -603,8 +607,7 @@ def _child(
     ]
     if kind == "assay" and preset == "tuned" and args.profile:
         cmd += ["--profile", args.profile, "--profile-out", args.profile_out]
-    env = dict(os.environ, RAY_AUTH_MODE="disabled")
-    subprocess.run(cmd, check=True, env=env, timeout=args.child_timeout)
+    subprocess.run(cmd, check=True, timeout=args.child_timeout)
     data: dict[str, Any] = json.loads(result_file.read_text())
     return data
 
@@ -743,7 +746,6 @@ def main() -> None:
 
     if not args.skip_raydata and importlib.util.find_spec("pandas") is None:
         raise SystemExit("Ray Data needs pandas: pip install pandas (or pass --skip-raydata)")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="assay-bench-overhead-"))
     result: dict[str, Any] = {

@@ -731,7 +731,6 @@ def main() -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     env = dict(
         os.environ,
-        RAY_AUTH_MODE="disabled",
         VLLM_NO_USAGE_STATS="1",
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",

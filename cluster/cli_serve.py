@@ -35,8 +35,10 @@ def serve_cmd(
     """Serve judges over HTTP on Ray Serve, in the foreground until Ctrl-C.
 
     Requests need a bearer token from ASSAY_SERVE_TOKENS (comma-separated; config: token_env,
-    token_file) unless the config says auth: none. The API is documented by the service at
-    /v1/openapi.json.
+    token_file) unless the config says auth: none. The service keeps only the tokens' SHA-256
+    digests and removes the variable from its environment before starting Ray. Without
+    --address, its Ray listens on 127.0.0.1 only, with Ray's token authentication on and a token
+    of its own. The API is documented by the service at /v1/openapi.json.
 
     \b
     Example:
@@ -46,7 +48,7 @@ def serve_cmd(
     """
     from assay.engine.config import load_config
     from assay.engine.errors import MissingDependencyError
-    from assay.engine.service import ServeConfig, load_tokens
+    from assay.engine.service import ServeConfig, load_tokens, token_digest
 
     try:
         import fastapi  # noqa: F401 - Ray Serve's HTTP ingress
@@ -55,7 +57,10 @@ def serve_cmd(
 
     explicit = {k: v for k, v in (("address", address), ("host", host), ("port", port)) if v}
     cfg = load_config(config, list(overrides), model=ServeConfig, explicit=explicit)
-    tokens = load_tokens(cfg)
+    # Only the digests go on; the variable leaves the environment before Ray starts (every Ray
+    # process copies it), so the tokens live nowhere but in the file or variable given.
+    digests = [token_digest(t) for t in load_tokens(cfg)]
+    os.environ.pop(cfg.token_env, None)
     if cfg.auth == "none":
         click.echo(
             f"warning: auth: none, so anyone who reaches {cfg.host}:{cfg.port} can use the judges",
@@ -66,7 +71,7 @@ def serve_cmd(
     click.echo(f"assay serve: starting {len(cfg.judges)} judge(s)...", err=True)
     serve.stop_on_sigterm()
     try:
-        url = serve.start(cfg, tokens)
+        url = serve.start(cfg, digests)
         serve.stop_on_sigterm()  # again: ray.init put its own crash handler in front
         click.echo(f"assay serve: ready at {url}/v1 (schema: {url}/v1/openapi.json)")
         click.echo(f"judges: {', '.join(j.name for j in cfg.judges)}; Ctrl-C stops")

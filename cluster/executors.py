@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -20,6 +19,7 @@ from typing import Any, Protocol
 from assay.engine.config import ExecutorSpec, JudgeSpec, ModelSpec, TargetSpec
 from assay.engine.errors import FatalError
 
+from . import localray
 from .placement import placement_for
 
 log = logging.getLogger(__name__)
@@ -220,11 +220,9 @@ class RayExecutor:
 
         self.started = False
         if not ray.is_initialized():
-            if spec.address is None:
-                # A private local cluster: no token needed between our own processes.
-                os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-            ray.init(
-                address=spec.address,
+            # no address: a private Ray on loopback with its own token (see .localray)
+            localray.init(
+                spec.address,
                 runtime_env={"env_vars": dict(_ACTOR_ENV)},
                 num_cpus=spec.num_cpus or (8 if spec.address is None else None),
                 include_dashboard=False,
@@ -300,12 +298,10 @@ class RayExecutor:
 
     async def shutdown(self) -> None:
         """Closes the pools, and stops Ray if this executor started it."""
-        import ray
-
         await asyncio.gather(*(p.close() for p in self.pools))
         self.pools.clear()
         if self.started:
-            ray.shutdown()
+            localray.shutdown()
 
 
 async def _remote_pool(spec: ModelSpec) -> Pool:

@@ -32,8 +32,13 @@ dashboard. Storage credentials come from the nodes' environment (a Kubernetes Se
 role), never from the submitter.
 
 The Jobs API is the dashboard's HTTP server on the head node (port 8265), so the cluster needs
-``ray[default]``. With Ray's token auth on, set ``RAY_AUTH_MODE=token`` here and the token
-(``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``): Ray's client sends it.
+``ray[default]``. Authentication is the cluster's own, as configured; nothing here changes it.
+With Ray's token auth on (``RAY_AUTH_MODE=token`` on every node), set ``RAY_AUTH_MODE=token`` here
+too and make the cluster's token readable (``RAY_AUTH_TOKEN_PATH``, ``~/.ray/auth_token``, or
+``RAY_AUTH_TOKEN``): Ray's Jobs client sends it with every request (a wrong or missing one gets
+an authentication error), and the job's driver, which joins the cluster
+(``executor.address=auto``), gets it from its node. ``tests/integration/test_jobs.py`` runs all of
+this against a head with token auth on.
 """
 
 from __future__ import annotations

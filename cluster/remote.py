@@ -9,6 +9,13 @@ A run config names it like any judge, with ``backend: remote``::
         format: llama-guard-3                   # the served judge's format (for reports)
         options: {judge: guard, token_env: ASSAY_SERVE_TOKEN}
 
+The token is read here, in the run's driver, from ``token_file`` (a file only the user can read)
+or ``token_env``; it is never handed to a Ray process: a local Ray is started with
+``ASSAY_SERVE_TOKEN``, ``ASSAY_SERVE_TOKENS`` and any other ``ASSAY_*TOKEN*`` variable taken out
+of its environment (:mod:`.localray`), and nothing here puts it in an actor or a runtime env. A
+``token_env`` of another name does reach the processes of a local Ray (they copy the driver's
+environment); use ``token_file`` or an ``ASSAY_*TOKEN*`` name.
+
 The pool has the executor's :class:`~assay.cluster.executors.Pool` interface: ``call("judge",
 payload, rows)`` takes the same task table a ``JudgeActor`` takes and returns the same Verdict
 table, so the scheduler cannot tell the two apart. Verdicts carry the run's judge name.
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -39,6 +47,11 @@ class RemoteJudgeOptions(BaseModel):
     token_env: str | None = Field(
         default="ASSAY_SERVE_TOKEN", description="Variable holding the token (None: no token)."
     )
+    token_file: str | None = Field(
+        default=None,
+        description="File holding the token (its first line that is not a '#' comment); "
+        "used instead of token_env when set.",
+    )
     timeout_s: float = Field(default=300.0, gt=0, description="Per-request timeout.")
     max_retries: int = Field(default=8, ge=0, description="Retries on 429/503/connection errors.")
     batch_size: int | None = Field(
@@ -56,9 +69,7 @@ class RemoteJudgePool:
             self.options = RemoteJudgeOptions.model_validate(spec.options)
         except ValueError as exc:
             raise ConfigError(f"judge {spec.name!r} (backend remote): {exc}") from None
-        token = None
-        if self.options.token_env:
-            token = os.environ.get(self.options.token_env)
+        token = _token(spec.name, self.options)
         self.name = spec.name
         self.rows_by_node: Counter[str] = Counter()
         self.client = AsyncClient(
@@ -139,6 +150,27 @@ class RemoteJudgePool:
     async def close(self) -> None:
         """Closes the client's connections."""
         await self.client.aclose()
+
+
+def _token(judge: str, options: RemoteJudgeOptions) -> str | None:
+    """The bearer token of a remote judge: ``token_file``'s, else ``token_env``'s, else None."""
+    if options.token_file:
+        try:
+            lines = Path(options.token_file).read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ConfigError(
+                f"judge {judge!r} (backend remote): cannot read token_file "
+                f"{options.token_file}: {exc.strerror or exc}"
+            ) from None
+        found = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+        if not found:
+            raise ConfigError(
+                f"judge {judge!r} (backend remote): token_file {options.token_file} holds no token"
+            )
+        return found[0]
+    if options.token_env:
+        return os.environ.get(options.token_env) or None
+    return None
 
 
 __all__ = ["RemoteJudgeOptions", "RemoteJudgePool"]

@@ -34,6 +34,7 @@ import pytest
 import yaml
 
 from assay.cluster.jobs import META_RUN_ID, META_RUN_URL, plan_job, resolve_address
+from assay.cluster.localray import TOKEN_FILE, new_token_dir
 from assay.engine.errors import ConfigError
 
 STARTER = Path(__file__).parents[2] / "examples" / "starter_suite.jsonl"
@@ -201,8 +202,16 @@ def head() -> Iterator[JobsHead]:
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Unix socket paths are bounded
     # `python` in a job's entrypoint must be this interpreter (it has ray and assay's deps).
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": path}
-    for var in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
+    # Token auth on, with a token of this cluster's own: `ray start`, the Jobs API client
+    # (`assay submit`/`status`/...) and the job drivers all read it through RAY_AUTH_TOKEN_PATH.
+    token_dir = new_token_dir()
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(token_dir / TOKEN_FILE),
+        "PATH": path,
+    }
+    for var in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN"):
         env.pop(var, None)
     proc = subprocess.Popen(
         [
@@ -232,10 +241,15 @@ def head() -> Iterator[JobsHead]:
         out, _ = proc.communicate(timeout=90)
         assert proc.returncode == 0, f"ray start failed:\n{out[-3000:]}"
         url = f"http://127.0.0.1:{dashboard}"
+        # the dashboard checks Ray's token too
+        token = (token_dir / TOKEN_FILE).read_text()
+        probe = urllib.request.Request(
+            f"{url}/api/version", headers={"Authorization": f"Bearer {token}"}
+        )
         deadline = time.monotonic() + 30
         while True:  # the Jobs API answers shortly after `ray start` returns
             try:
-                with urllib.request.urlopen(f"{url}/api/version", timeout=2) as resp:
+                with urllib.request.urlopen(probe, timeout=2) as resp:
                     if resp.status == 200:
                         break
             except OSError:
@@ -245,7 +259,7 @@ def head() -> Iterator[JobsHead]:
         yield JobsHead(url, env)
     finally:
         left = _kill_session(proc.pid)
-        subprocess.run(["rm", "-rf", temp_dir], check=False, timeout=60)
+        subprocess.run(["rm", "-rf", temp_dir, str(token_dir)], check=False, timeout=60)
         assert not left, f"Ray processes still alive after teardown: {left}"
 
 
@@ -377,3 +391,14 @@ def test_unknown_job_and_unreachable_api_are_clear_errors(head: JobsHead) -> Non
     assert r.stderr.startswith("error: cannot reach the Ray Jobs API at http://127.0.0.1:"), (
         r.stderr
     )
+
+
+@pytest.mark.slow
+def test_a_client_without_the_clusters_token_is_refused(head: JobsHead, tmp_path: Path) -> None:
+    # an empty home: no ~/.ray/auth_token to fall back on
+    env = {k: v for k, v in head.env.items() if not k.startswith("RAY_AUTH")}
+    for extra in ({}, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "not-the-token"}):
+        client = JobsHead(head.address, {**env, **extra, "HOME": str(tmp_path)})
+        r = client.assay("status", "raysubmit_doesnotexist00", "--address", head.address)
+        assert r.returncode == 1, r.stdout
+        assert "401" in r.stderr or "uthenticat" in r.stderr, r.stderr

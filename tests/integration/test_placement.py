@@ -10,7 +10,6 @@ error when the cluster cannot hold the groups.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +17,7 @@ import pyarrow as pa
 import pytest
 
 from assay.actors.workers import encode_payload
+from assay.cluster import localray
 from assay.cluster.executors import RayExecutor
 from assay.cluster.placement import placement_for
 from assay.engine.config import ExecutorSpec, TargetSpec
@@ -53,12 +53,12 @@ def test_placement_rules() -> None:
 def ray_with_gpus() -> Iterator[Any]:
     import ray
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=8, num_gpus=4, include_dashboard=False, logging_level="WARNING")
+    # assay's private local Ray (loopback, token auth on), with 4 logical GPUs
+    localray.start(num_cpus=8, num_gpus=4, include_dashboard=False, logging_level="WARNING")
     try:
         yield ray
     finally:
-        ray.shutdown()
+        localray.shutdown()
 
 
 def test_tensor_parallel_replicas_get_placement_groups(ray_with_gpus: Any) -> None:

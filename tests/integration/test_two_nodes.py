@@ -28,6 +28,7 @@ from typing import Any
 import pyarrow.dataset as ds
 import pytest
 
+from assay.cluster.localray import TOKEN_FILE, new_token_dir
 from assay.cluster.run import GENERATIONS, VERDICTS, run
 from assay.engine.config import RunConfig
 from assay.engine.runfolder import RunFolder
@@ -132,9 +133,14 @@ class LocalRay:
 
 @pytest.fixture
 def two_nodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalRay]:
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # a private loopback cluster
+    # Token auth on with this cluster's own token: both `ray start`s and this process's drivers
+    # (the run's executor joins with the cluster's auth as configured here) read the file.
+    token_dir = new_token_dir()
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token_dir / TOKEN_FILE))
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Unix socket paths are bounded
-    cluster = LocalRay(temp_dir, {**os.environ, "RAY_AUTH_MODE": "disabled"})
+    cluster = LocalRay(temp_dir, dict(os.environ))
     try:
         cluster.start_head(4, {"node_a": 8}, "--include-dashboard=false")
         cluster.add_node(4, {"node_b": 8})
@@ -145,7 +151,7 @@ def two_nodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalRay]:
         if ray.is_initialized():
             ray.shutdown()
         left = cluster.stop()
-        subprocess.run(["rm", "-rf", temp_dir], check=False, timeout=60)
+        subprocess.run(["rm", "-rf", temp_dir, str(token_dir)], check=False, timeout=60)
         assert not left, f"Ray processes still alive after teardown: {left}"
 
 
