@@ -3,8 +3,8 @@
 ``assay serve`` (:mod:`assay.cluster.serve`) deploys judges behind an HTTP API; the client
 (:mod:`assay.engine.client`) calls it. Both sides share the pydantic models here, so the request a
 client sends and the schema the service publishes (``/v1/openapi.json``) come from one place. The
-guards (bearer tokens compared in constant time, a per-token token bucket) are plain Python so
-they are tested without a server.
+guards (bearer tokens compared in constant time, a per-token token bucket, a per-client limit on
+failed authentication) are plain Python so they are tested without a server.
 
 Routes (all JSON):
 
@@ -14,6 +14,10 @@ Routes (all JSON):
 - ``GET /v1/health`` (the process answers), ``GET /v1/ready`` (every judge has a replica up):
   open, no token needed.
 - ``GET /v1/openapi.json``: the OpenAPI schema.
+
+Every error answer has the body :class:`ErrorBody`: ``{"detail": "..."}``, plus ``errors`` (where
+in the request, what, and the error type; never the input) for a body that does not validate
+(422) or holds text that is not valid Unicode (400).
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ import hmac
 import math
 import os
 import time
+from collections import OrderedDict, deque
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from .config import JudgeSpec, _Strict
 from .errors import ConfigError
@@ -57,11 +63,44 @@ class ServeLimits(_Strict):
     rate_limit_per_minute: int | None = Field(
         default=600,
         ge=1,
-        description="Requests per minute per token (per ingress replica), refilled "
-        "continuously; None: no rate limit. Over it: 429 with Retry-After.",
+        description="Requests per minute per token, refilled continuously; None: no rate "
+        "limit. Over it: 429 with Retry-After.",
     )
     rate_limit_burst: int = Field(
         default=60, ge=1, description="Requests a token may send at once before the rate applies."
+    )
+    auth_failure_limit: int = Field(
+        default=10,
+        ge=1,
+        description="Failed authentications (401) one client address may have within "
+        "auth_failure_window_s; beyond them, every request from that address gets 429 with "
+        "Retry-After, before its token is looked at, until the oldest failure leaves the window.",
+    )
+    auth_failure_window_s: float = Field(
+        default=60.0, gt=0, description="The window of auth_failure_limit, in seconds."
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a connection has to send a request's line and headers, from "
+        "connecting (or, on a kept-alive connection, from the request's first byte). Late: "
+        "the connection is closed (with 408 when part of a request came).",
+    )
+    body_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds a request has to send its whole body once its headers are in. "
+        "Late: 408 and the connection is closed; no judge work.",
+    )
+    keep_alive_timeout_s: int = Field(
+        default=5, ge=1, description="Seconds an idle connection is kept open between requests."
+    )
+    max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="Open HTTP connections at once. A connection beyond it gets 503 with "
+        "Retry-After and is closed at once, so idle or slow sockets cannot use up the "
+        "process's file descriptors.",
     )
 
     def max_request_bytes(self) -> int:
@@ -99,7 +138,7 @@ class ServeConfig(_Strict):
     )
     host: str = Field(
         default="127.0.0.1",
-        description="Address the HTTP proxy binds to; loopback unless set (0.0.0.0: all).",
+        description="Address the HTTP server binds to; loopback unless set (0.0.0.0: all).",
     )
     port: int = Field(default=8000, ge=1, le=65535, description="HTTP port.")
     auth: Literal["token", "none"] = Field(
@@ -119,14 +158,8 @@ class ServeConfig(_Strict):
     batching: ServeBatching = Field(
         default_factory=ServeBatching, description="Dynamic batching per judge replica."
     )
-    ingress_replicas: int = Field(
-        default=1,
-        ge=1,
-        description="Replicas of the HTTP ingress (auth, limits); rate limits count per "
-        "ingress replica.",
-    )
     request_timeout_s: float = Field(
-        default=300.0, gt=0, description="How long the ingress waits on a judge call (504)."
+        default=300.0, gt=0, description="How long the HTTP server waits on a judge call (504)."
     )
     address: str | None = Field(
         default=None, description="Ray address to join ('auto', 'ray://...'); None starts one."
@@ -216,6 +249,53 @@ class RateLimiter:
         return (1.0 - level) / self.rate
 
 
+class FailureLimiter:
+    """Failed attempts per key (a client address) in a sliding window: once a key has
+    ``limit`` failures younger than ``window_s``, it is blocked until the oldest one ages out.
+
+    Memory is bounded: at most ``max_keys`` keys are tracked, the least recently failed
+    dropped first (an attacker with more addresses than that gets no more tries per address
+    than ``limit`` per window per address it still holds).
+    """
+
+    def __init__(self, limit: int, window_s: float, max_keys: int = 10_000):
+        """No key starts blocked."""
+        self.limit = limit
+        self.window_s = window_s
+        self.max_keys = max_keys
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def _recent(self, key: str, now: float) -> deque[float] | None:
+        times = self._failures.get(key)
+        if times is None:
+            return None
+        while times and times[0] <= now - self.window_s:
+            times.popleft()
+        if not times:
+            del self._failures[key]
+            return None
+        return times
+
+    def blocked(self, key: str, now: float | None = None) -> float:
+        """0.0 if ``key`` may try, else the seconds until it may (the Retry-After)."""
+        now = time.monotonic() if now is None else now
+        times = self._recent(key, now)
+        if times is None or len(times) < self.limit:
+            return 0.0
+        return max(times[0] + self.window_s - now, 0.001)
+
+    def failed(self, key: str, now: float | None = None) -> None:
+        """Records one failure of ``key``."""
+        now = time.monotonic() if now is None else now
+        times = self._recent(key, now)
+        if times is None:
+            while len(self._failures) >= self.max_keys:
+                self._failures.popitem(last=False)
+            times = self._failures[key] = deque(maxlen=self.limit)
+        times.append(now)
+        self._failures.move_to_end(key)
+
+
 def retry_after_header(seconds: float) -> str:
     """A Retry-After value (whole seconds, at least 1)."""
     return str(max(1, math.ceil(seconds)))
@@ -228,23 +308,46 @@ class _Message(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class ScoreItem(_Message):
-    """One item to judge: a prompt and, usually, the response to it."""
+def _unicode_text(value: str) -> str:
+    """``value`` if it encodes to UTF-8. pydantic refuses a lone surrogate in some ``str``
+    fields but not in others (``str | None`` without constraints), so text fields check here."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise PydanticCustomError(
+            "string_unicode",
+            "not valid Unicode text: a lone surrogate at character {position}",
+            {"position": exc.start},
+        ) from None
+    return value
 
-    prompt: str = Field(min_length=1, description="The user prompt.")
-    response: str | None = Field(
+
+Text = Annotated[str, AfterValidator(_unicode_text)]
+"""A string of Unicode scalar values: no lone surrogates (error type ``string_unicode``)."""
+
+
+class ScoreItem(_Message):
+    """One item to judge: a prompt and, usually, the response to it.
+
+    Text must be Unicode scalar values: a lone surrogate (what a JSON ``"\\ud800"`` escape
+    decodes to) fails validation with the error type ``string_unicode`` (the service answers
+    400, before any judge work).
+    """
+
+    prompt: Text = Field(min_length=1, description="The user prompt.")
+    response: Text | None = Field(
         default=None,
         description="The response to judge; null judges the prompt alone where the judge's "
         "format supports it.",
     )
-    lang: str = Field(default="en", max_length=35, description="BCP-47 language of the item.")
-    id: str | None = Field(
+    lang: Text = Field(default="en", max_length=35, description="BCP-47 language of the item.")
+    id: Text | None = Field(
         default=None,
         max_length=256,
         description="Caller's id, returned as the verdict's test_id (default: a content hash "
         "of prompt, lang and response).",
     )
-    target: str = Field(
+    target: Text = Field(
         default="",
         max_length=256,
         description="Name of the model that wrote the response, returned as the verdict's target.",
@@ -265,7 +368,7 @@ class ScoreRequest(_Message):
     """``POST /v1/score``: items for one judge."""
 
     items: list[ScoreItem] = Field(min_length=1, description="Items to judge, in order.")
-    judge: str | None = Field(
+    judge: Text | None = Field(
         default=None, description="Name of the judge (default: the service's first judge)."
     )
 
@@ -332,10 +435,25 @@ class Readiness(_Message):
     judges: dict[str, bool] = Field(description="Readiness per judge.")
 
 
+class FieldError(_Message):
+    """One problem with a request body (the input itself is never echoed)."""
+
+    loc: list[str | int] = Field(
+        description="Where: 'body', then field names and item indexes ([body, items, 0, prompt])."
+    )
+    msg: str = Field(description="What is wrong there.")
+    type: str = Field(description="pydantic's error type (missing, string_unicode, ...).")
+
+
 class ErrorBody(_Message):
     """The body of every error answer (4xx, 5xx)."""
 
     detail: str = Field(description="What went wrong, for a person to read.")
+    errors: list[FieldError] | None = Field(
+        default=None,
+        description="For a body that does not validate (422) or holds text that is not valid "
+        "Unicode (400): each problem, with where it is. Absent otherwise.",
+    )
 
 
 # -- judge descriptions ------------------------------------------------------------------------
@@ -380,6 +498,8 @@ __all__ = [
     "DEFAULT_TOKEN_ENV",
     "CategoryInfo",
     "ErrorBody",
+    "FailureLimiter",
+    "FieldError",
     "Health",
     "JudgeInfo",
     "JudgesResponse",
@@ -392,6 +512,7 @@ __all__ = [
     "ServeBatching",
     "ServeConfig",
     "ServeLimits",
+    "Text",
     "judge_info",
     "judge_taxonomy",
     "load_tokens",

@@ -37,6 +37,11 @@ pytestmark = pytest.mark.slow
 TOKEN = "test-token-main"
 BURST_TOKEN = "test-token-burst"
 MAX_CHARS = 2000
+HEADER_TIMEOUT_S = 2
+BODY_TIMEOUT_S = 2
+MAX_CONNECTIONS = 100  # above what the other tests open at once (the burst: 60)
+AUTH_FAILURES = 25  # above the failures the other tests cause from 127.0.0.1
+DOCS = Path(__file__).parents[2] / "docs" / "serve.md"
 
 
 def _free_port() -> int:
@@ -101,17 +106,19 @@ def service(
                     "max_chars_per_item": MAX_CHARS,
                     "rate_limit_per_minute": 120,
                     "rate_limit_burst": 20,
+                    "header_timeout_s": HEADER_TIMEOUT_S,
+                    "body_timeout_s": BODY_TIMEOUT_S,
+                    "max_connections": MAX_CONNECTIONS,
+                    "auth_failure_limit": AUTH_FAILURES,
+                    "auth_failure_window_s": 600,
                 },
                 "num_cpus": 8,
                 "retry_backoff_s": 0.1,
             }
         )
     )
-    env = {
-        **os.environ,
-        "ASSAY_SERVE_TOKENS": f"{TOKEN},{BURST_TOKEN}",
-        "RAY_AUTH_MODE": "disabled",
-    }
+    # the service's own Ray: loopback, token auth on with a token of its own
+    env = {**os.environ, "ASSAY_SERVE_TOKENS": f"{TOKEN},{BURST_TOKEN}"}
     out = open(tmp / "serve.out", "w")  # noqa: SIM115 - open for the process's lifetime
     proc = subprocess.Popen(
         [ASSAY, "serve", str(config)],
@@ -228,6 +235,129 @@ def test_auth_required_and_no_work_without_token(service: Service) -> None:
     assert httpx.get(f"{service.url}/v1/openapi.json").status_code == 200
     with pytest.raises(AuthError, match="401"), Client(service.url, "wrong") as client:
         client.score_one("bomb", "x", judge="fake")
+
+
+def _connect(service: Service) -> socket.socket:
+    port = int(service.url.rsplit(":", 1)[1])
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(60)  # a safety net: a server without deadlines never answers these sockets
+    return s
+
+
+def _read_all(s: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    out = b""
+    while True:
+        try:
+            chunk = s.recv(65536)
+        except ConnectionResetError:
+            return out
+        if not chunk:
+            return out
+        out += chunk
+
+
+def _status(raw: bytes) -> int:
+    return int(raw.split(b" ", 2)[1]) if raw.startswith(b"HTTP/1.1 ") else 0
+
+
+def test_slow_headers_are_cut_off(service: Service) -> None:
+    with _connect(service) as s:
+        s.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Le")
+        raw = _read_all(s)  # returns once the server closes the connection
+    assert _status(raw) == 408, raw
+    assert b"headers not received within 2 s" in raw
+    with _connect(service) as s:  # a connection that sends nothing is closed, silently
+        assert _read_all(s) == b""
+
+
+def test_slow_body_gets_408_and_no_judge_work(service: Service) -> None:
+    body = json.dumps({"items": [{"prompt": "p", "response": "r"}], "judge": "crashy"}).encode()
+    with _connect(service) as s:
+        s.sendall(
+            f"POST /v1/score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body[:-5]  # all but the last bytes, never sent
+        )
+        raw = _read_all(s)
+    assert _status(raw) == 408, raw
+    assert json.loads(raw.partition(b"\r\n\r\n")[2]) == {
+        "detail": "request body not received within 2 s"
+    }
+    assert not service.crash_file.exists()  # the judge that dies on its first call: untouched
+
+
+def test_connections_beyond_the_cap_are_refused_and_service_resumes(service: Service) -> None:
+    extra = 5
+    sockets = [_connect(service) for _ in range(MAX_CONNECTIONS + extra)]
+    try:
+        # none sends a byte: those within the cap are closed at the header deadline, those
+        # beyond it at once with 503
+        answers = [_read_all(s) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+    refused = [a for a in answers if _status(a) == 503]
+    assert len(refused) >= extra, [a[:20] for a in answers]
+    assert b"too many open connections" in refused[0] and b"retry-after: 1" in refused[0].lower()
+    assert all(a == b"" or _status(a) == 503 for a in answers)
+    with Client(service.url, TOKEN, max_retries=10, backoff_s=0.2) as client:  # 503 is retried
+        assert client.judges().judges[0].name == "fake"
+
+
+def test_lone_surrogate_gets_400_before_any_judge_work(service: Service) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}", "content-type": "application/json"}
+    for raw, where in (
+        (b'{"items": [{"prompt": "p", "response": "r"}, {"prompt": "a\\ud800"}]', [1, "prompt"]),
+        (b'{"items": [{"prompt": "p", "response": "\\udfff"}]', [0, "response"]),
+    ):
+        body = raw + b', "judge": "crashy"}'
+        r = httpx.post(f"{service.url}/v1/score", content=body, headers=headers)
+        assert r.status_code == 400, r.text
+        answer = r.json()
+        assert answer["errors"][0]["loc"] == ["body", "items", *where]
+        assert answer["errors"][0]["type"] == "string_unicode"
+        assert answer["detail"].startswith(f"items[{where[0]}].{where[1]}: not valid Unicode")
+    assert not service.crash_file.exists()  # no judge was called
+
+
+def test_failed_authentication_is_limited_per_client_address(service: Service) -> None:
+    """Clients on 127.0.0.2 and 127.0.0.3 stand for two machines (Linux routes 127/8 to lo)."""
+
+    def client_at(address: str) -> httpx.Client:
+        return httpx.Client(
+            base_url=service.url, transport=httpx.HTTPTransport(local_address=address)
+        )
+
+    good = {"Authorization": f"Bearer {TOKEN}"}
+    bad = {"Authorization": "Bearer wrong"}
+    with client_at("127.0.0.2") as a, client_at("127.0.0.3") as b:
+        codes = [a.get("/v1/judges", headers=bad).status_code for _ in range(AUTH_FAILURES)]
+        assert codes == [401] * AUTH_FAILURES
+        refused = a.get("/v1/judges", headers=bad)
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+        assert "too many failed authentications" in refused.json()["detail"]
+        assert a.get("/v1/judges", headers=good).status_code == 429  # before the token check
+        assert b.get("/v1/judges", headers=good).status_code == 200  # another client: fine
+        assert b.get("/v1/judges", headers=bad).status_code == 401
+        assert a.get("/v1/health").status_code == 200  # open routes stay open
+    with Client(service.url, TOKEN) as client:  # and 127.0.0.1
+        assert client.judges().judges[0].name == "fake"
+
+
+def test_422_body_matches_the_documented_shape(service: Service) -> None:
+    import re
+
+    example = re.search(r"A 422 answer.*?```json\n(.*?)```", DOCS.read_text(), re.S)
+    assert example, "docs/serve.md has no 422 example"
+    documented = json.loads(example.group(1))
+    r = httpx.post(
+        f"{service.url}/v1/score",
+        json={"items": [{"response": "x"}], "judge": 3},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    assert r.status_code == 422
+    assert r.json() == documented  # the example in the docs is this very request's answer
 
 
 def test_size_limits_answer_413(service: Service) -> None:
@@ -422,7 +552,7 @@ def test_a_judge_that_fails_to_load_is_named(tmp_path: Path) -> None:
     )
     done = subprocess.run(
         [ASSAY, "serve", str(config)],
-        env={**os.environ, "ASSAY_SERVE_TOKENS": TOKEN, "RAY_AUTH_MODE": "disabled"},
+        env={**os.environ, "ASSAY_SERVE_TOKENS": TOKEN},
         capture_output=True,
         text=True,
         timeout=240,

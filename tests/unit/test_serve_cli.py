@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from click.testing import CliRunner
 
 from assay.cluster import cli_serve
 from assay.cluster import serve as serve_mod
-from assay.engine.service import ServeConfig
+from assay.engine.service import ServeConfig, token_digest
 
 JUDGE = {"name": "g", "format": "llama-guard-3", "backend": "fake", "model": "m"}
 
@@ -24,6 +25,7 @@ def started(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
     def start(cfg: ServeConfig, tokens: list[str]) -> str:
         seen["cfg"], seen["tokens"] = cfg, tokens
+        seen["env_at_start"] = os.environ.get(cfg.token_env)  # what Ray would inherit
         return f"http://{cfg.host}:{cfg.port}"
 
     def wait_forever() -> None:
@@ -51,7 +53,11 @@ def test_serve_starts_prints_the_url_and_stops_cleanly(
     result = CliRunner().invoke(_group(), ["serve", str(config), "--port", "9123"])
     assert result.exit_code == 0, result.output
     assert "ready at http://127.0.0.1:9123/v1" in result.output
-    assert started["tokens"] == ["t1", "t2"] and started["stopped"] is False
+    # only the tokens' digests reach the service
+    assert started["tokens"] == [token_digest("t1"), token_digest("t2")]
+    # the variable left the environment before Ray could start (Ray processes copy it)
+    assert started["env_at_start"] is None and "ASSAY_SERVE_TOKENS" not in os.environ
+    assert started["stopped"] is False
     assert "warning" not in result.output
 
 
