@@ -48,7 +48,27 @@ def _fmt_counts(counts: dict[str, int], total: int) -> str:
     return "\n".join(lines)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def _debug_first(args: Sequence[str]) -> list[str]:
+    """``--debug`` anywhere before a ``--`` moved to the front, where the group's option is."""
+    args = list(args)
+    end = args.index("--") if "--" in args else len(args)
+    if "--debug" not in args[:end]:
+        return args
+    return ["--debug", *(a for a in args[:end] if a != "--debug"), *args[end:]]
+
+
+class _Group(click.Group):
+    """The ``assay`` group: its ``--debug`` is accepted after the subcommand too."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Parses the arguments with ``--debug`` moved to the front."""
+        return super().parse_args(ctx, _debug_first(args))
+
+
+@click.group(
+    cls=_Group,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="assay")
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
 @click.pass_context
@@ -109,6 +129,12 @@ def cli(ctx: click.Context, debug: bool) -> None:
 )
 @click.option("--overwrite", is_flag=True, help="Replace a suite already at the output.")
 @click.option(
+    "--keep-duplicates",
+    is_flag=True,
+    help="Import rows that repeat an earlier row (same prompt, language, risk, attack and "
+    "response) under derived ids instead of skipping them, to match datasets that count them.",
+)
+@click.option(
     "--storage-option",
     "storage",
     multiple=True,
@@ -129,6 +155,7 @@ def import_cmd(
     risk_taxonomy: str | None,
     attack_keys: tuple[str, ...],
     overwrite: bool,
+    keep_duplicates: bool,
     storage: tuple[str, ...],
     as_json: bool,
 ) -> None:
@@ -159,18 +186,33 @@ def import_cmd(
         risk_taxonomy=risk_taxonomy,
         extra_attacks=attack_keys,
         overwrite=overwrite,
+        keep_duplicates=keep_duplicates,
         storage_options=_parse_pairs(storage, "--storage-option"),
     )
     report = import_suite(cfg, command=["assay", *sys.argv[1:]])
     if as_json:
         click.echo(report.model_dump_json(indent=2))
         return
-    click.echo(f"imported {report.imported:,} of {report.read:,} records into {report.output}")
+    dups = ""
+    if report.duplicates:
+        dups = f" ({report.duplicates:,} duplicates skipped; --keep-duplicates imports them)"
+    elif report.duplicates_kept:
+        dups = f" ({report.duplicates_kept:,} duplicates kept under derived ids)"
+    click.echo(
+        f"imported {report.imported:,} of {report.read:,} records into {report.output}{dups}"
+    )
     if report.rejected or report.duplicates:
         click.echo(f"  rejected {report.rejected:,}, duplicates skipped {report.duplicates:,}")
         for reason, n in report.reasons.items():
             click.echo(f"    {n:>7,}  {reason}")
-        click.echo(f"  every row not imported is listed in {report.rejects_url}")
+        not_imported = report.rejected + report.duplicates
+        if report.rejects_listed < not_imported:
+            click.echo(
+                f"  the first {report.rejects_listed:,} of the {not_imported:,} rows not "
+                f"imported are listed in {report.rejects_url}"
+            )
+        else:
+            click.echo(f"  every row not imported is listed in {report.rejects_url}")
     click.echo(f"  fingerprint {report.fingerprint}  ({report.seconds:.1f} s)")
 
 
@@ -418,13 +460,20 @@ def _parse_step(text: str) -> dict[str, Any]:
     """``dedup`` or ``balance:quota=100,level=2`` as a plan step mapping."""
     import yaml
 
+    from assay.engine.yamlsafe import load_yaml
+
     name, _, rest = text.partition(":")
     step: dict[str, Any] = {"strategy": name.strip()}
     for pair in filter(None, (p.strip() for p in rest.split(","))):
         key, sep, value = pair.partition("=")
         if not sep:
             raise click.BadParameter(f"expected KEY=VALUE in {text!r}", param_hint="--step")
-        step[key.strip()] = yaml.safe_load(value)
+        try:
+            step[key.strip()] = load_yaml(value, f"--step {name.strip()}:{key.strip()}")
+        except yaml.YAMLError as exc:
+            raise click.BadParameter(
+                f"{key.strip()}: not valid YAML ({exc})", param_hint="--step"
+            ) from None
     return step
 
 
@@ -657,6 +706,58 @@ def status_cmd(run: str, storage: tuple[str, ...], address: str | None, as_json:
     _echo_run_status(folder)
 
 
+@cli.command("verify")
+@click.argument("run")
+@click.option(
+    "--storage-option",
+    "storage",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="fsspec storage option for the run and its suite (repeatable).",
+)
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Remove the markers of bad shards (and stray parts) so the next `assay run` redoes them.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@click.pass_context
+def verify_cmd(
+    ctx: click.Context, run: str, storage: tuple[str, ...], repair: bool, as_json: bool
+) -> None:
+    """Deep check of a run folder: read every part, exit 1 naming every bad file.
+
+    Checks every marker against the plan, every part's size, checksum and row count, every key
+    once, every test id in its shard (against the suite), every test answered and judged, no
+    stray part files, and that summary.json is current. `assay run` and `assay report` check
+    cheaply (markers, sizes, checksums of what they read); this reads everything.
+
+    \b
+    Examples:
+      assay verify runs/run-34eb115a51a8
+      assay verify s3://bucket/runs/run-34eb115a51a8 --storage-option anon=false --json
+      assay verify runs/run-34eb115a51a8 --repair && assay run config.yaml
+    """
+    from assay.engine.metrics import open_run
+    from assay.engine.verify import repair as repair_run
+    from assay.engine.verify import verify_run
+
+    options = _parse_pairs(storage, "--storage-option")
+    folder = open_run(run, options)
+    report = verify_run(folder, options)
+    removed = repair_run(folder, report) if repair and not report.ok else []
+    if as_json:
+        click.echo(json.dumps({**report.to_dict(), "removed": removed}, indent=2))
+    else:
+        click.echo(report.format())
+        for url in removed:
+            click.echo(f"removed {url}")
+        if removed:
+            click.echo("rerun `assay run` with the run's config to redo those shards")
+    if not report.ok:
+        ctx.exit(1)
+
+
 def _is_job_id(ref: str) -> bool:
     from assay.cluster.jobs import is_job_id
 
@@ -886,8 +987,8 @@ _register_serve(cli)
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """The console script: runs the CLI and turns errors into one clear message."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args or os.environ.get("ASSAY_DEBUG") == "1"
+    args = _debug_first(sys.argv[1:] if argv is None else argv)
+    debug = args[:1] == ["--debug"] or os.environ.get("ASSAY_DEBUG") == "1"
     try:
         rv = cli.main(args=args, prog_name="assay", standalone_mode=False)
         if isinstance(rv, int) and rv:
@@ -906,9 +1007,11 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except ValidationError as exc:
         if debug:
             raise
+        from assay.engine.config import error_message
+
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or exc.title
-        click.echo(f"error: invalid {where}: {err['msg']}", err=True)
+        click.echo(f"error: invalid {where}: {error_message(err)}", err=True)
         sys.exit(EXIT_USAGE)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
 
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 from .io import Location, StorageOptions
 from .requests import SamplingParams
+from .yamlsafe import load_yaml, read_yaml_bytes
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -175,16 +177,39 @@ class RunConfig(_Strict):
     max_shards_in_flight: int = Field(
         default=8, ge=1, description="Shards processed at once (bounds driver memory)."
     )
+    lease_ttl_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Shard leases (several drivers on one run folder): a shard's lease expires "
+        "this long after its holder last renewed it, and another driver may then take the shard "
+        "over (how long a SIGKILLed driver's shards wait). Does not change results.",
+    )
+    lease_heartbeat_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="How often a driver renews the leases of its shards in flight, and polls "
+        "for shards other drivers hold (default: a quarter of lease_ttl_s; must be below it).",
+    )
     max_retries: int = Field(default=3, ge=0, description="Retries of a failed backend call.")
     retry_backoff_s: float = Field(default=1.0, ge=0, description="First retry delay, doubling.")
     taxonomy: str | None = Field(
-        default=None, description="YAML extending S-Eval with L3/L4 (default: built-in S-Eval)."
+        default=None,
+        description="YAML extending S-Eval with L3/L4 (default: built-in S-Eval). Loaded when "
+        "the config is validated: a file that is missing or breaks the format is an error.",
     )
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec, description="Executor.")
     storage_options: StorageOptions = Field(
         default_factory=dict, description="fsspec options for suite and output."
     )
     progress: bool = Field(default=True, description="Show a progress bar on a terminal.")
+
+    @model_validator(mode="after")
+    def _taxonomy_loads(self) -> RunConfig:
+        if self.taxonomy is not None:
+            from .taxonomy import load_risk_tree  # the taxonomy package is light, but only here
+
+            load_risk_tree(self.taxonomy, self.storage_options)  # TaxonomyFileError names it
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> RunConfig:
@@ -195,6 +220,20 @@ class RunConfig(_Strict):
                 raise ValueError(f"duplicate {kind} names: {sorted(dup)}")
         return self
 
+    @model_validator(mode="after")
+    def _lease_heartbeat(self) -> RunConfig:
+        if self.lease_heartbeat_s is not None and self.lease_heartbeat_s >= self.lease_ttl_s:
+            raise ValueError(
+                f"lease_heartbeat_s ({self.lease_heartbeat_s}) must be below lease_ttl_s "
+                f"({self.lease_ttl_s}), or a live driver's leases expire between renewals"
+            )
+        return self
+
+    @property
+    def lease_heartbeat(self) -> float:
+        """Seconds between lease renewals (and polls for other drivers' shards)."""
+        return self.lease_heartbeat_s or self.lease_ttl_s / 4
+
     def result_fields(self) -> dict[str, Any]:
         """The fields that change results; their hash names the run."""
         data = self.model_dump(mode="json")
@@ -203,7 +242,9 @@ class RunConfig(_Strict):
         for spec in out["targets"] + out["judges"]:
             spec.pop("resources", None)  # where a model runs does not change what it answers
             spec.pop("max_in_flight", None)
-            spec.pop("max_batch", None)
+            # max_batch stays: batched backends pad a batch to its longest prompt, and padding
+            # changes what a model decodes (176 of 176 sampled responses differed), so runs
+            # with another max_batch are other runs and never resume into each other.
         return out
 
 
@@ -298,11 +339,11 @@ def load_config(
 def read_config_file(path: str) -> dict[str, Any]:
     """The mapping a YAML config file (any fsspec URL) holds, with clear errors."""
     try:
-        raw = Location.parse(path).read_bytes()
+        raw = read_yaml_bytes(Location.parse(path), path, what="config file")
     except FileNotFoundError:
         raise ConfigError(f"no config file at {path}") from None
     try:
-        loaded = yaml.safe_load(raw) or {}
+        loaded = load_yaml(raw, path, what="config file") or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(loaded, dict):
@@ -339,7 +380,7 @@ def apply_override(data: dict[str, Any], item: str) -> None:
     if not sep or not key:
         raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
     try:
-        value = yaml.safe_load(raw)
+        value = load_yaml(raw, f"--set {key}")
     except yaml.YAMLError:
         value = raw
     parts = key.split(".")
@@ -362,6 +403,19 @@ def apply_override(data: dict[str, Any], item: str) -> None:
             raise ConfigError(f"--set {key}: {'.'.join(parts[:i])} is not a mapping or list")
 
 
+_PYDANTIC_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
+def error_message(err: Mapping[str, Any]) -> str:
+    """The text of one pydantic error, without the "Value error, " that pydantic puts before the
+    message of a ``ValueError`` raised in a validator."""
+    msg = str(err["msg"])
+    for prefix in _PYDANTIC_PREFIXES:
+        if msg.startswith(prefix):
+            return msg[len(prefix) :]
+    return msg
+
+
 def describe_validation_error(
     exc: ValidationError, source: str | None, what: str = "run config"
 ) -> str:
@@ -374,7 +428,7 @@ def describe_validation_error(
         elif err["type"] == "missing":
             lines.append(f"missing required key {where!r}")
         else:
-            lines.append(f"{where}: {err['msg']}")
+            lines.append(f"{where}: {error_message(err)}")
     head = f"invalid {what}{f' {source}' if source else ''}: "
     more = f" (and {exc.error_count() - 8} more)" if exc.error_count() > 8 else ""
     return head + "; ".join(lines) + more

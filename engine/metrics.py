@@ -563,6 +563,7 @@ def _views(
     by_l2: dict[str, Tally] = defaultdict(Tally)
     asr_by_attack: dict[str, Tally] = defaultdict(Tally)
     asr_by_l1: dict[str, Tally] = defaultdict(Tally)
+    deep: dict[int, dict[str, Tally]] = {3: defaultdict(Tally), 4: defaultdict(Tally)}
     for _, risk, name, tally in items:
         l1, l2 = split_risk(risk)
         if name is None:
@@ -570,6 +571,10 @@ def _views(
             by_l1[l1] += tally
             if l2 is not None:
                 by_l2[l2] += tally
+            parts = risk.split("/") if risk else []
+            for depth, leaf in deep.items():  # L3/L4 leaves of a user taxonomy
+                if len(parts) >= depth:
+                    leaf["/".join(parts[:depth])] += tally
         else:
             attack += tally
             asr_by_attack[name] += tally
@@ -581,10 +586,17 @@ def _views(
     success = attack.success()
     macro = macro_interval((t.unsafe, t.labelled) for t in asr_by_attack.values())
     success["macro"] = _macro(macro, "asr", sum(1 for t in asr_by_attack.values() if t.labelled))
+    # Only suites with L3/L4 risk paths (a run config's `taxonomy:`) get these two keys.
+    leaves = {
+        f"safety_by_l{depth}": {k: t.safety() for k, t in sorted(leaf.items())}
+        for depth, leaf in deep.items()
+        if leaf
+    }
     return {
         "safety": safety,
         "safety_by_l1": {k: t.safety() for k, t in sorted(by_l1.items())},
         "safety_by_l2": {k: t.safety() for k, t in sorted(by_l2.items())},
+        **leaves,
         "attack_success": success,
         "attack_success_by_attack": {k: t.success() for k, t in sorted(asr_by_attack.items())},
         "attack_success_by_l1": {k: t.success() for k, t in sorted(asr_by_l1.items())},
@@ -711,6 +723,7 @@ def compute_metrics(
         max_disagreements: Rows kept per judge pair and target in ``judge_agreement``.
     """
     manifest = folder.read_manifest()
+    stamp = folder.summary_stamp() if test_ids is None else None  # before any part is read
     acc = MetricsAccumulator(max_disagreements=max_disagreements)
     done = 0
     for verdicts, cases, gens in iter_run_shards(
@@ -727,6 +740,8 @@ def compute_metrics(
             acc.add_generations(gens)
     out = acc.result()
     out.update(run_header(manifest, done))
+    if stamp is not None:
+        out["integrity"] = stamp  # what it summarises (RunFolder.current_summary)
     if test_ids is not None:
         out["restricted_to_tests"] = len(test_ids)
     return out
@@ -735,10 +750,15 @@ def compute_metrics(
 def load_metrics(
     folder: RunFolder, storage_options: StorageOptions | None = None, recompute: bool = False
 ) -> dict[str, Any]:
-    """The run's ``summary.json`` when it is current, else metrics computed from the folder."""
-    if not recompute and folder.has_summary():
-        summary = folder.read_summary()
-        if summary.get("metrics_version") == METRICS_VERSION:
+    """The run's ``summary.json`` when it is current, else metrics computed from the folder.
+
+    Current means of this metrics version and summarising exactly the shards committed now
+    (:meth:`RunFolder.current_summary`): a removed marker, a truncated or replaced part or
+    another plan makes it stale, and the figures are recomputed from the parts.
+    """
+    if not recompute:
+        summary = folder.current_summary()
+        if summary is not None and summary.get("metrics_version") == METRICS_VERSION:
             return summary
     return compute_metrics(folder, storage_options=storage_options)
 

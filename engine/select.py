@@ -72,6 +72,7 @@ from assay.kernels import (  # type: ignore[import-not-found, unused-ignore]
     minhash as _minhash,
 )
 
+from .config import error_message
 from .errors import ConfigError, InputError
 from .io import Location, StorageOptions, read_parquet, write_parquet_atomic
 from .records import RECORD_KEY, SCHEMA_VERSION, SCHEMA_VERSION_KEY, TestCase
@@ -383,7 +384,7 @@ def _plan_errors(exc: ValidationError, payload: Mapping[str, Any]) -> str:
             rest = ".".join(str(p) for p in loc[3:])
             where = f"step {loc[1]}" + (f" ({strategy})" if strategy else "")
             where += f": {rest}" if rest else ""
-        lines.append(f"{where}: {err['msg']}")
+        lines.append(f"{where}: {error_message(err)}")
     return "invalid selection plan:\n  " + "\n  ".join(lines)
 
 
@@ -422,12 +423,14 @@ def read_plan(url: str, storage_options: StorageOptions | None = None) -> Select
     """A plan from a YAML file (any fsspec URL): a list of steps, or ``{steps: [...]}``."""
     import yaml
 
+    from .yamlsafe import load_yaml, read_yaml_bytes
+
     try:
-        raw = Location.parse(url, storage_options).read_bytes()
+        raw = read_yaml_bytes(Location.parse(url, storage_options), url, what="selection plan")
     except FileNotFoundError:
         raise ConfigError(f"no selection plan at {url}") from None
     try:
-        data = yaml.safe_load(raw)
+        data = load_yaml(raw, url, what="selection plan")
     except yaml.YAMLError as exc:
         raise ConfigError(f"{url} is not valid YAML: {exc}") from None
     try:

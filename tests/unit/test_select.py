@@ -18,7 +18,7 @@ import yaml
 from assay.engine.errors import ConfigError, InputError, StorageError
 from assay.engine.io import Location, read_parquet, write_parquet_atomic
 from assay.engine.records import TestCase, Verdict
-from assay.engine.runfolder import RunFolder, RunManifest, ShardPlan
+from assay.engine.runfolder import RunFolder, RunManifest, Shard, ShardPlan
 from assay.engine.select import (
     DROPPED_SCHEMA,
     DedupConfig,
@@ -300,7 +300,15 @@ def _run(output: str, run_id: str, verdicts: list[Verdict], shard: int = 0) -> s
             config_hash="cfg",
             suite_url="unused",
             suite_fingerprint="unused",
-            plan=ShardPlan(shard_size=10, total_rows=0, shards=[]),
+            # a marker counts only for a shard of the run's plan (engine/runfolder.py)
+            plan=ShardPlan(
+                shard_size=10,
+                total_rows=10 * (shard + 1),
+                shards=[
+                    Shard(shard_id=i, file="f", row_start=10 * i, row_end=10 * i + 10)
+                    for i in range(shard + 1)
+                ],
+            ),
             stages=["generations", "verdicts"],
         )
     )
@@ -504,7 +512,7 @@ def test_plan_from_yaml() -> None:
         ([{"strategy": "dedup", "bands": 4}], "set both bands and rows"),
         ([{"strategy": "dedup", "bands": 20, "rows": 8}], "exceeds num_perm"),
         ([{"strategy": "dedup"}, {"strategy": "balance", "quota": 0}], "step 1 (balance): quota"),
-        ([{"strategy": "diversity"}], "step 0 (diversity): Value error, set exactly one of k"),
+        ([{"strategy": "diversity"}], "step 0 (diversity): set exactly one of k"),
         ([{"strategy": "diversity", "k": 2, "fraction": 0.1}], "set exactly one of k"),
         ([{"strategy": "diversity", "k": 2, "embedder": "sbert"}], "unknown embedder 'sbert'"),
         ([{"strategy": "balance", "by": ["lang", "lang"]}], "repeated stratum key"),
