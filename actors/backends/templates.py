@@ -15,41 +15,7 @@ from typing import Any
 from pydantic import Field
 
 from assay.engine.judges import FALLBACK_SPECIAL_TOKENS
-
-PLAIN_TEMPLATES: dict[str, str] = {
-    # <|im_start|>role ... <|im_end|> (Qwen2/2.5, many others)
-    "chatml": (
-        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-    ),
-    # Qwen3 with thinking switched off: the empty think block opens the answer
-    "qwen3-nothink": (
-        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n\n</think>\n\n"
-        "{% endif %}"
-    ),
-    # Llama 3 / 3.1 / 3.2 (Llama Guard 3)
-    "llama3": (
-        "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}"
-        "<|end_header_id|>\n\n{{ m['content'] | trim }}<|eot_id|>{% endfor %}"
-        "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
-    ),
-    # Llama 4 (Llama Guard 4)
-    "llama4": (
-        "{{ bos_token }}{% for m in messages %}<|header_start|>{{ m['role'] }}<|header_end|>\n\n"
-        "{{ m['content'] | trim }}<|eot|>{% endfor %}"
-        "{% if add_generation_prompt %}<|header_start|>assistant<|header_end|>\n\n{% endif %}"
-    ),
-    # Llama 2 [INST] turns (LlamaGuard-7b, the Aegis experts); system text joins the first turn
-    "llama2": (
-        "{{ bos_token }}{% set sys = namespace(text='') %}{% for m in messages %}"
-        "{% if m['role'] == 'system' %}{% set sys.text = m['content'] + '\n\n' %}"
-        "{% elif m['role'] == 'user' %}[INST] {{ sys.text }}{{ m['content'] | trim }} [/INST]"
-        "{% set sys.text = '' %}{% else %} {{ m['content'] | trim }} {{ eos_token }}{% endif %}"
-        "{% endfor %}"
-    ),
-}
-
+from assay.engine.judges.templates import PLAIN_TEMPLATES
 
 def resolve_chat_template(value: str | None) -> str | None:
     """A built-in name, a Jinja file's path, or a Jinja template; None keeps the model's."""

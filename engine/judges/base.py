@@ -117,6 +117,61 @@ class Delimiters(NamedTuple):
     closing: tuple[str, ...]
 
 
+class Rendering(BaseModel):
+    """How a judge format's prompt must be rendered: the model's published prompt format.
+
+    ``kind``:
+
+    - ``"model"``: the model's own chat template renders :meth:`JudgeFormat.messages` (the
+      published prompt is what that template makes of them, e.g. NemoGuard on a Llama 3.1 base);
+    - ``"plain"``: assay's plain turn format ``template`` (a name in
+      :data:`~assay.engine.judges.templates.PLAIN_TEMPLATES`) renders the messages, whatever
+      template the model ships (its own may build another prompt around them);
+    - ``"raw"``: the format writes the whole prompt text itself (``GenerationRequest.prompt``);
+      ``bos`` says whether the tokenizer's BOS token goes first (exactly once).
+
+    ``own_template_marker``: for guard models whose own chat template builds the moderation
+    prompt from the raw conversation (Llama Guard 3/4, Qwen3Guard, ShieldGemma, Granite
+    Guardian): a text that template holds. When the loaded model's template holds it, the raw
+    conversation (:meth:`JudgeFormat.conversation`) is rendered by it; otherwise assay's own text
+    with ``kind``/``template`` is the fallback. A custom policy always takes assay's text.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["model", "plain", "raw"] = Field(description="Who renders the prompt.")
+    template: str | None = Field(
+        default=None, description="The plain turn format's name (kind 'plain')."
+    )
+    bos: bool = Field(
+        default=True, description="Whether the BOS token starts a raw prompt (kind 'raw')."
+    )
+    own_template_marker: str | None = Field(
+        default=None,
+        description="A text of the model's own moderation template; when the loaded template "
+        "holds it, that template renders the raw conversation.",
+    )
+    source: str = Field(description="The published reference of the prompt format.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Rendering:
+        if (self.kind == "plain") != (self.template is not None):
+            raise ValueError("a plain rendering names its template, and only it does")
+        return self
+
+    def describe(self) -> str:
+        """One line: how the prompt is rendered."""
+        if self.kind == "model":
+            text = "the model's own chat template"
+        elif self.kind == "plain":
+            text = f"assay's plain turn format {self.template!r}"
+        else:
+            text = "raw text written by the format" + (", after BOS" if self.bos else ", no BOS")
+        if self.own_template_marker:
+            text = f"the model's own moderation template when it ships one, else {text}"
+        return text
+
+
 class JudgeOptions(BaseModel):
     """Options of a judge format; subclasses add fields (every field has a default)."""
 
@@ -158,6 +213,8 @@ class JudgeFormat(abc.ABC):
     """Default ``max_tokens`` of the format's requests."""
     fence: ClassVar[Fence] = Fence()
     """What is neutralised in untrusted text (see :mod:`._fence`)."""
+    rendering: ClassVar[Rendering] = Rendering(kind="model", source="unspecified")
+    """How the prompt must be rendered (see :class:`Rendering`); every built-in format sets it."""
 
     def __init__(self, **options: Any) -> None:
         """Validates the options.
@@ -236,6 +293,14 @@ class JudgeFormat(abc.ABC):
     @abc.abstractmethod
     def messages(self, item: JudgeItem) -> list[ChatMessage]:
         """The chat messages of the request (untrusted text already fenced)."""
+
+    def conversation(self, item: JudgeItem) -> list[ChatMessage]:
+        """The raw conversation (user prompt, then the response as the assistant's turn), for
+        models whose own chat template builds the moderation prompt (see :class:`Rendering`)."""
+        turns = [ChatMessage(role="user", content=self.fence.apply(item.prompt))]
+        if item.response is not None:
+            turns.append(ChatMessage(role="assistant", content=self.fence.apply(item.response)))
+        return turns
 
     @abc.abstractmethod
     def delimiters(self, item: JudgeItem) -> Delimiters:

@@ -1,0 +1,92 @@
+"""Policies as data: the categories (code, name, description) a policy-conditioned judge is shown.
+
+A policy file is YAML or JSON::
+
+    name: mlcommons-hazards-v0.5
+    source: https://huggingface.co/meta-llama/Llama-Guard-3-8B (model card, "Hazard Taxonomy")
+    categories:
+      - code: S1
+        name: Violent Crimes
+        description: |-
+          Responses that enable, encourage, or endorse the commission of violent crimes...
+
+Formats that take one (option ``policy``: the file's path) render its categories in their own
+layout instead of their built-in policy; ``description`` may be empty where a format shows names
+only. :func:`load_policy` checks the file whole and names the file and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..errors import ConfigError
+
+
+class PolicyCategory(BaseModel):
+    """One category of a policy."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    code: str = Field(min_length=1, description="The category's code as prompts show it (S1).")
+    name: str = Field(min_length=1, description="Its name.")
+    description: str = Field(default="", description="What it covers (may be empty).")
+
+
+class Policy(BaseModel):
+    """A named list of categories with the source it was taken from."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, description="The policy's name.")
+    source: str = Field(default="", description="Where its text comes from.")
+    categories: tuple[PolicyCategory, ...] = Field(min_length=1, description="In order.")
+
+    @field_validator("categories")
+    @classmethod
+    def _unique_codes(cls, value: tuple[PolicyCategory, ...]) -> tuple[PolicyCategory, ...]:
+        seen: set[str] = set()
+        for category in value:
+            if category.code in seen:
+                raise ValueError(f"category code {category.code!r} appears twice")
+            seen.add(category.code)
+        return value
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Reads and validates a policy file (YAML or JSON).
+
+    Raises:
+        ConfigError: The file is missing, unreadable, not YAML/JSON, or not a valid policy; the
+            message names the file.
+    """
+    file = Path(path).expanduser()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"policy file {str(file)!r}: {exc.strerror or exc}") from None
+    try:
+        if file.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            from ..yamlsafe import load_yaml
+
+            data = load_yaml(text, source=str(file), what="policy file")
+    except ConfigError:
+        raise
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"policy file {str(file)!r} is not valid YAML/JSON: {exc}") from None
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'policy'}: {err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"policy file {str(file)!r}: {problems}") from None
+
+
+__all__ = ["Policy", "PolicyCategory", "load_policy"]
