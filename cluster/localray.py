@@ -84,9 +84,17 @@ def init(address: str | None, **options: Any) -> bool:
 
 
 def join(address: str, **options: Any) -> None:
-    """Connects to the cluster at ``address`` with its own authentication, as configured."""
+    """Connects to the cluster at ``address`` with its own authentication, as configured.
+
+    Ray's core caches the auth mode and token the first time it reads them; a process that ran
+    a local Ray before (or whose environment changed since) would otherwise join with stale
+    settings and be refused (``Failed to connect to Ray cluster``). They are read afresh here.
+    """
     import ray
 
+    if ray.is_initialized():
+        raise FatalError("a Ray is already running in this process; shut it down first")
+    _refresh_ray_auth()
     ray.init(address=address, **options)
 
 

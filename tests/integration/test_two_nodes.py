@@ -222,3 +222,26 @@ def test_replicas_pinned_by_custom_resources_serve_rows_on_both_nodes(
         f"two-node run: {run_seconds:.1f} s (startup {result.startup_seconds} s, "
         f"work {result.work_seconds} s), rows per node {manifest.workers}"
     )
+
+
+def test_a_process_that_ran_a_private_ray_then_joins_a_token_cluster(
+    two_nodes: LocalRay,
+) -> None:
+    """Ray's core caches the auth mode it read first: after a private local Ray (token mode,
+    then put back to the environment's settings), joining a token cluster must read the
+    cluster's settings afresh. This failed with ``Failed to connect to Ray cluster`` in CI, where
+    an earlier test of the same process had run a local Ray."""
+    import ray
+
+    from assay.cluster import localray
+
+    os.environ.pop("RAY_AUTH_MODE")  # the private Ray starts from a user who set nothing
+    localray.start(num_cpus=1, include_dashboard=False, logging_level="WARNING")
+    assert ray.get(ray.remote(lambda: 1).remote()) == 1
+    localray.shutdown()
+    os.environ["RAY_AUTH_MODE"] = "token"  # this cluster's settings (the fixture's token file)
+    localray.join(two_nodes.address, logging_level="WARNING")
+    try:
+        assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+    finally:
+        ray.shutdown()
