@@ -64,13 +64,41 @@ class GenerationRequest(BaseModel):
     label_tokens: tuple[str, ...] = Field(
         default=(),
         description="Label strings whose first tokens' log-probabilities are wanted at the "
-        "first generated position.",
+        "first generated position (each label's first token in context: after the rendered "
+        "prompt and assistant prefix).",
+    )
+    template: str | None = Field(
+        default=None,
+        description="A built-in plain turn format (a name in assay.engine.judges.templates."
+        "PLAIN_TEMPLATES) that renders ``messages`` instead of the model's own chat template: "
+        "the judge format's rendering contract.",
+    )
+    add_bos: bool | None = Field(
+        default=None,
+        description="Raw prompts: True puts the tokenizer's BOS token first (exactly once, "
+        "where the model has one), False none; None tokenizes as the tokenizer would any text.",
+    )
+    conversation: tuple[ChatMessage, ...] = Field(
+        default=(),
+        description="The raw conversation, for a model whose own chat template builds the "
+        "moderation prompt (see ``own_template_marker``).",
+    )
+    own_template_marker: str | None = Field(
+        default=None,
+        description="When the model's own chat template holds this text, it renders "
+        "``conversation`` instead of ``messages`` being rendered (guard models' own templates).",
     )
 
     @model_validator(mode="after")
     def _one_prompt(self) -> GenerationRequest:
         if bool(self.messages) == (self.prompt is not None):
             raise ValueError("a request needs exactly one of messages or prompt")
+        if self.prompt is not None and (self.template or self.conversation):
+            raise ValueError("a raw prompt has no chat template or conversation")
+        if self.messages and self.add_bos is not None:
+            raise ValueError("add_bos is for raw prompts; a chat template places BOS itself")
+        if bool(self.conversation) != (self.own_template_marker is not None):
+            raise ValueError("conversation and own_template_marker come together")
         return self
 
 

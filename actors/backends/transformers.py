@@ -41,7 +41,15 @@ from assay.engine.records import FinishReason
 from assay.engine.requests import GenerationRequest, GenerationResult
 
 from .base import BackendSpec
-from .templates import chat_template_field, resolve_chat_template, tokenizer_special_texts
+from .templates import (
+    LABEL_CONTEXT_CHARS,
+    Rendered,
+    chat_template_field,
+    label_ids_in_context,
+    render_request,
+    resolve_chat_template,
+    tokenizer_special_texts,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -93,61 +101,50 @@ class TransformersBackend:
         self.spec = spec
         self.options = TransformersOptions.model_validate(spec.options)
         self.device = _pick_device(self.options.device)
+        try:
+            self._override = resolve_chat_template(self.options.chat_template)
+        except (OSError, ValueError) as exc:
+            raise FatalError(f"{spec.model!r}: {exc}") from exc
         self.tokenizer, self.model = _load(spec.model, self.options, self.device)
         self.max_input_tokens = self.options.max_input_tokens or getattr(
             self.model.config, "max_position_embeddings", None
         )
         self._eos_ids = _eos_ids(self.model, self.tokenizer)
-        self._label_cache: dict[tuple[str, ...], dict[str, int]] = {}
+        self._label_cache: dict[tuple[str, tuple[str, ...]], dict[str, int]] = {}
         # one batch at a time on the model, whichever event loop or thread asks
         self._lock = threading.Lock()
 
     # ---- rendering ----------------------------------------------------------------------------
 
+    def rendered(self, req: GenerationRequest) -> Rendered:
+        """The request rendered as its judge format's contract says (see
+        :func:`~.templates.render_request`): text, token ids and how."""
+        return render_request(self.tokenizer, req, self._override)
+
     def render(self, req: GenerationRequest) -> str:
         """The prompt text the model continues: template (or raw prompt) plus assistant prefix."""
-        if req.prompt is not None:
-            return req.prompt + req.assistant_prefix
-        if not self.tokenizer.chat_template:
-            raise ValueError(f"model {self.spec.model!r} has no chat template; send a raw prompt")
-        messages = [{"role": m.role, "content": m.content} for m in req.messages]
-        text: str = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=False
-        )
-        return text + req.assistant_prefix
+        return self.rendered(req).text
 
     def prompt_ids(self, req: GenerationRequest) -> list[int]:
         """Token ids of :meth:`render`, with BOS exactly once where the model uses one."""
-        text = self.render(req)
-        bos = self.tokenizer.bos_token
-        add_special = req.prompt is not None and not (bos and text.startswith(bos))
-        ids: list[int] = self.tokenizer.encode(text, add_special_tokens=add_special)
-        return ids
+        return self.rendered(req).ids
 
     def special_texts(self) -> tuple[str, ...]:
         """The loaded tokenizer's special and added control tokens (for judges' fences)."""
         return tokenizer_special_texts(self.tokenizer)
 
-    def label_token_ids(self, labels: tuple[str, ...]) -> dict[str, int]:
-        """Each label's first token id; ValueError when a label is empty or two share a token."""
-        cached = self._label_cache.get(labels)
-        if cached is not None:
-            return cached
-        out: dict[str, int] = {}
-        for label in labels:
-            ids = self.tokenizer.encode(label, add_special_tokens=False)
-            if not ids:
-                raise ValueError(f"label {label!r} encodes to no tokens")
-            clash = next((other for other, tid in out.items() if tid == ids[0]), None)
-            if clash is not None:
-                piece = self.tokenizer.convert_ids_to_tokens(ids[0])
-                raise ValueError(
-                    f"labels {clash!r} and {label!r} share their first token {piece!r} "
-                    f"(id {ids[0]}), so their probabilities cannot be told apart"
-                )
-            out[label] = ids[0]
-        self._label_cache[labels] = out
-        return out
+    def label_token_ids(self, labels: tuple[str, ...], text: str = "") -> dict[str, int]:
+        """Each label's first token id in context, after ``text`` (the rendered prompt); see
+        :func:`~.templates.label_ids_in_context`. ValueError when a label encodes to nothing,
+        merges with the prompt's end, or two labels share their first token."""
+        key = (text[-LABEL_CONTEXT_CHARS:], labels)
+        cached = self._label_cache.get(key)
+        if cached is None:
+            cached = label_ids_in_context(self.tokenizer, text, labels)
+            if len(self._label_cache) > 4096:  # judges have a handful of prompt ends; bound it
+                self._label_cache.clear()
+            self._label_cache[key] = cached
+        return cached
 
     # ---- the backend contract -----------------------------------------------------------------
 
@@ -194,13 +191,14 @@ class TransformersBackend:
         return out
 
     def _prepare(self, index: int, req: GenerationRequest) -> _Prepared:
-        ids = self.prompt_ids(req)
+        rendered = self.rendered(req)
+        ids = rendered.ids
         if not ids:
             raise ValueError("prompt is empty after rendering")
         limit = self.max_input_tokens
         if limit is not None and len(ids) > limit:
             raise ValueError(f"prompt is {len(ids)} tokens, over the limit {limit}")
-        labels = self.label_token_ids(req.label_tokens) if req.label_tokens else {}
+        labels = self.label_token_ids(req.label_tokens, rendered.text) if req.label_tokens else {}
         return _Prepared(index=index, req=req, ids=ids, label_ids=labels)
 
     def _run(self, batch: list[_Prepared], start: float) -> list[GenerationResult]:
@@ -398,12 +396,6 @@ def _load(model: str, options: TransformersOptions, device: torch.device) -> tup
     except Exception as exc:  # any loader failure is fatal: retrying will not fix it
         raise FatalError(f"cannot load model {model!r}: {type(exc).__name__}: {exc}") from exc
     lm.to(device).eval()
-    try:
-        template = resolve_chat_template(options.chat_template)
-    except (OSError, ValueError) as exc:
-        raise FatalError(f"{model!r}: {exc}") from exc
-    if template is not None:
-        tokenizer.chat_template = template
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"

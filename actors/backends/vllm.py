@@ -7,15 +7,19 @@ batch to fill or drain. Several ``generate`` calls in flight at once (several sh
 actor) therefore all land in the engine's scheduler together, and the engine batches whatever is
 running at each step (continuous batching), with prefix caching across them.
 
-Rendering. Chat requests are rendered with the tokenizer's chat template
-(``add_generation_prompt=True``), the ``assistant_prefix`` appended, and tokenized without
-adding special tokens (the template writes its own, as vLLM's chat path does); raw prompts are
-``prompt + assistant_prefix`` tokenized with the tokenizer's special tokens (as vLLM's
-completion path does). Rendering and tokenization run on one worker thread, off the event loop.
-The engine gets token ids, so ``prompt_tokens`` and the ``max_input_tokens`` check are exact.
+Rendering follows the judge format's contract, with the transformers backend's code
+(:func:`~.templates.render_request`): a guard model's own moderation template renders the raw
+conversation where the model ships one, a plain turn format the format names renders its
+messages, else the configured ``chat_template`` or the model's own; the ``assistant_prefix`` is
+appended and the chat is tokenized without adding special tokens (the template writes its own, as
+vLLM's chat path does). Raw prompts are ``prompt + assistant_prefix`` with BOS as the format's
+``add_bos`` says. Rendering and tokenization run on one worker thread, off the event loop. The
+engine gets token ids, so ``prompt_tokens`` and the ``max_input_tokens`` check are exact.
 
-Label log-probabilities. Each label string maps to the first token of
-``tokenizer.encode(label, add_special_tokens=False)``. Those ids go into the same engine request
+Label log-probabilities. Each label's token is its first token in context, after the rendered
+prompt and prefix (:func:`~.templates.label_ids_in_context`); labels sharing a first token, or
+merging with the prompt's end, fail the request with an error naming them. Those ids go into the
+same engine request
 as the decode, as ``SamplingParams.logprob_token_ids``: the engine returns their raw
 log-probabilities (log-softmax of the model's logits over the full vocabulary, before
 temperature or top-p) at every generated position, and the first position is the one right
@@ -53,7 +57,14 @@ from assay.engine.records import FinishReason
 from assay.engine.requests import GenerationRequest, GenerationResult
 
 from .base import BackendSpec
-from .templates import chat_template_field, resolve_chat_template, tokenizer_special_texts
+from .templates import (
+    LABEL_CONTEXT_CHARS,
+    chat_template_field,
+    label_ids_in_context,
+    render_request,
+    resolve_chat_template,
+    tokenizer_special_texts,
+)
 
 if TYPE_CHECKING:
     from vllm import AsyncLLMEngine
@@ -233,7 +244,7 @@ class VLLMBackend:
         self.max_model_len: int = self.engine.model_config.max_model_len
         """The engine's context length (prompt plus output tokens)."""
         self._tokenizer: Any = None
-        self._label_ids: dict[str, int | None] = {}
+        self._label_ids: dict[tuple[str, tuple[str, ...]], dict[str, int]] = {}
         # One thread: tokenizing a large batch must not stall the event loop (other shards'
         # calls and the engine's output handler run on it), and one worker keeps it ordered.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="assay-vllm-tokenize")
@@ -307,21 +318,10 @@ class VLLMBackend:
     def _prepare(self, tokenizer: Any, req: GenerationRequest) -> _Prepared:
         """Renders and tokenizes one request; runs on the tokenizer thread."""
         try:
-            if req.prompt is not None:
-                ids = tokenizer.encode(req.prompt + req.assistant_prefix, add_special_tokens=True)
-            else:
-                template = self._chat_template
-                if template is None and not getattr(tokenizer, "chat_template", None):
-                    return _Prepared(error=f"model {self.spec.model!r} has no chat template")
-                rendered = tokenizer.apply_chat_template(
-                    [m.model_dump() for m in req.messages],
-                    add_generation_prompt=True,
-                    tokenize=False,
-                    chat_template=template,
-                )
-                ids = tokenizer.encode(rendered + req.assistant_prefix, add_special_tokens=False)
+            rendered = render_request(tokenizer, req, self._chat_template)
         except Exception as exc:
             return _Prepared(error=f"rendering failed: {type(exc).__name__}: {exc}")
+        ids = rendered.ids
         limit = self.options.max_input_tokens
         if limit is not None and len(ids) > limit:
             return _Prepared(
@@ -329,18 +329,19 @@ class VLLMBackend:
                 error=f"prompt has {len(ids)} tokens, over max_input_tokens={limit}",
             )
         labels: dict[str, int] = {}
-        for label in req.label_tokens:
-            token = self._label_token(tokenizer, label)
-            if token is None:
-                return _Prepared(prompt_ids=ids, error=f"label {label!r} encodes to no token")
-            labels[label] = token
+        if req.label_tokens:
+            key = (rendered.text[-LABEL_CONTEXT_CHARS:], req.label_tokens)
+            try:
+                if key not in self._label_ids:
+                    self._label_ids[key] = label_ids_in_context(
+                        tokenizer, rendered.text, req.label_tokens
+                    )
+            except ValueError as exc:
+                return _Prepared(prompt_ids=ids, error=str(exc))
+            labels = self._label_ids[key]
+            if len(self._label_ids) > 4096:  # judges have a handful of prompt ends; bound it
+                self._label_ids.clear()
         return _Prepared(prompt_ids=ids, label_ids=labels)
-
-    def _label_token(self, tokenizer: Any, label: str) -> int | None:
-        if label not in self._label_ids:
-            ids = tokenizer.encode(label, add_special_tokens=False)
-            self._label_ids[label] = int(ids[0]) if ids else None
-        return self._label_ids[label]
 
     def _sampling_params(self, req: GenerationRequest, prep: _Prepared) -> Any:
         s = req.sampling

@@ -282,13 +282,44 @@ class JudgeFormat(abc.ABC):
             )
         if special is not None:
             item = _without_special(item, special)
+        rendering = self.render_contract()
+        messages = tuple(self.messages(item))
+        common: dict[str, Any] = {
+            "request_id": request_id,
+            "assistant_prefix": self.assistant_prefix(item),
+            "sampling": sampling if sampling is not None else self.default_sampling(),
+            "label_tokens": self.label_tokens_for(item),
+        }
+        if rendering.kind == "raw":
+            # the format's one message is the whole prompt text
+            return GenerationRequest(
+                prompt="".join(m.content for m in messages), add_bos=rendering.bos, **common
+            )
+        own = rendering.own_template_marker is not None and self.own_template_applies(item)
         return GenerationRequest(
-            request_id=request_id,
-            messages=tuple(self.messages(item)),
-            assistant_prefix=self.assistant_prefix(item),
-            sampling=sampling if sampling is not None else self.default_sampling(),
-            label_tokens=self.label_tokens_for(item),
+            messages=messages,
+            template=rendering.template,
+            conversation=tuple(self.conversation(item)) if own else (),
+            own_template_marker=rendering.own_template_marker if own else None,
+            **common,
         )
+
+    def render_contract(self) -> Rendering:
+        """How this judge's prompt is rendered: :attr:`rendering`, unless the options choose
+        among published variants (ShieldLM's base models)."""
+        return self.rendering
+
+    def own_template_applies(self, item: JudgeItem) -> bool:
+        """Whether the model's own moderation template (where it ships one) may render ``item``
+        (see :class:`Rendering`); formats return False when their options change the prompt
+        that template would build (a custom policy, other categories)."""
+        return True
+
+    def policy_info(self) -> dict[str, str]:
+        """The policy this judge shows its model: ``name``, ``source`` and ``published``
+        ("yes" when it is the text the model was trained on, "no" when it is assay's own or a
+        user's); empty for formats without a policy."""
+        return {}
 
     @abc.abstractmethod
     def messages(self, item: JudgeItem) -> list[ChatMessage]:

@@ -8,10 +8,19 @@ from typing import Any, ClassVar
 
 from ..records import Label
 from ..requests import ChatMessage
-from ..taxonomy import get_taxonomy
 from ._fence import Fence
 from ._text import dedupe, map_categories, match_label, short, split_list
-from .base import Delimiters, JudgeFormat, JudgeItem, ParsedOutput, register_judge
+from .base import (
+    Delimiters,
+    JudgeFormat,
+    JudgeItem,
+    JudgeOptions,
+    ParsedOutput,
+    Rendering,
+    register_judge,
+)
+from .llama_guard import PolicyOptions
+from .policy import Policy, builtin_policy, category_lines, load_policy
 
 _USER = "User Safety"
 _RESPONSE = "Response Safety"
@@ -69,7 +78,9 @@ class NemoGuard(JudgeFormat):
     "<names>"}``, with Response Safety omitted for a prompt alone and the categories omitted when
     all is safe.
 
-    assay's choices: the prompt is one user message for the Llama 3.1 chat template. For a
+    Rendering: the model's own chat template (Llama 3.1 Instruct's, which opens with its system
+    turn, "Cutting Knowledge Date ..."), on one user message holding the prompt. Option
+    ``policy``: a policy file instead of the published Aegis 2.0 list (S1-S23, names only). For a
     prompt alone the assistant prefix ``{"User Safety": "`` puts the label first (label tokens
     ``safe``/``unsafe``); for a response the verdict is the second JSON value, so no prefix and
     no label tokens (risk score None) rather than forcing an off-distribution key order. Parsing
@@ -82,6 +93,12 @@ class NemoGuard(JudgeFormat):
     """
 
     name: ClassVar[str] = "nemoguard"
+    Options: ClassVar[type[JudgeOptions]] = PolicyOptions
+    rendering: ClassVar[Rendering] = Rendering(
+        kind="model",
+        source="nvidia/llama-3.1-nemoguard-8b-content-safety model card; NeMo Guardrails "
+        "content_safety prompts (content_safety_check_input); Llama 3.1 Instruct chat template",
+    )
     label_sets: ClassVar[dict[str, dict[str, Label]]] = {"en": _LABELS}
     max_tokens: ClassVar[int] = 96
     fence: ClassVar[Fence] = Fence(
@@ -96,6 +113,20 @@ class NemoGuard(JudgeFormat):
         json_keys=(_USER, _RESPONSE, _CATEGORIES),
     )
 
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        path = self.opts(PolicyOptions).policy
+        self.policy: Policy = load_policy(path) if path else builtin_policy("aegis-2.0")
+
+    def policy_info(self) -> dict[str, str]:
+        """The policy shown: the published Aegis 2.0 list, or the user's file."""
+        published = self.opts(PolicyOptions).policy is None
+        return {
+            "name": self.policy.name,
+            "source": self.policy.source,
+            "published": "yes" if published else "no",
+        }
+
     def assistant_prefix(self, item: JudgeItem) -> str:
         """``{"User Safety": "`` for a prompt alone; empty for a response."""
         return _PREFIX if item.response is None else ""
@@ -106,7 +137,8 @@ class NemoGuard(JudgeFormat):
 
     def messages(self, item: JudgeItem) -> list[ChatMessage]:
         """One user turn holding the task, the S1-S23 list, the conversation and the JSON ask."""
-        categories = "\n".join(f"{c.code}: {c.name}." for c in get_taxonomy("nemoguard").categories)
+        custom = self.policy_info()["published"] == "no"
+        categories = category_lines(self.policy, descriptions=custom)
         conversation = f"user: {self.fence.apply(item.prompt)}"
         if item.response is not None:
             conversation += f"\n\nresponse: agent: {self.fence.apply(item.response)}"

@@ -83,10 +83,44 @@ def load_policy(path: str | Path) -> Policy:
         return Policy.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'policy'}: {err['msg'].removeprefix('Value error, ')}"
+            f"{'.'.join(str(p) for p in err['loc']) or 'policy'}: "
+            f"{err['msg'].removeprefix('Value error, ')}"
             for err in exc.errors()
         )
         raise ConfigError(f"policy file {str(file)!r}: {problems}") from None
 
 
-__all__ = ["Policy", "PolicyCategory", "load_policy"]
+
+
+def builtin_policy(name: str) -> Policy:
+    """A published policy that ships with assay (``engine/judges/policies/<name>.yaml``)."""
+    from importlib.resources import files
+
+    resource = files("assay.engine.judges.policies").joinpath(f"{name}.yaml")
+    if not resource.is_file():
+        raise ConfigError(f"no built-in policy {name!r}")
+    return _builtin(str(resource))
+
+
+_CACHE: dict[str, Policy] = {}
+
+
+def _builtin(path: str) -> Policy:
+    policy = _CACHE.get(path)
+    if policy is None:
+        policy = _CACHE[path] = load_policy(path)
+    return policy
+
+
+def category_lines(policy: Policy, *, descriptions: bool) -> str:
+    """``S1: Violent Crimes.`` per category, one per line; with ``descriptions``, each
+    category's description (where it has one) on the lines after its name."""
+    lines = []
+    for category in policy.categories:
+        lines.append(f"{category.code}: {category.name}.")
+        if descriptions and category.description:
+            lines.append(category.description)
+    return "\n".join(lines)
+
+
+__all__ = ["Policy", "PolicyCategory", "builtin_policy", "category_lines", "load_policy"]

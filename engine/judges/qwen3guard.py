@@ -15,6 +15,7 @@ from .base import (
     JudgeItem,
     JudgeOptions,
     ParsedOutput,
+    Rendering,
     StrictLooseOptions,
     register_judge,
 )
@@ -80,8 +81,10 @@ class Qwen3Guard(JudgeFormat):
     ``Categories: <list>|None`` and, for responses, ``Refusal: Yes|No``. Strict mode counts
     Controversial as unsafe, loose mode as safe.
 
-    assay's choices: the prompt is one user message for the plain Qwen3 chat template with
-    thinking off (it renders the empty ``<think>`` block the shipped template adds); the
+    Rendering: the model's own template renders the raw conversation where the model ships it
+    (it builds this prompt itself); otherwise assay writes the same prompt into one user message
+    of the plain Qwen3 turn format with thinking off (the empty ``<think>`` block the shipped
+    template always adds). The
     assistant prefix ``Safety:`` teacher-forces the label's position, so the label tokens are
     `` Safe``, `` Unsafe``, `` Controversial`` with their leading space, as the model writes them
     after the colon (``Safety: `` with the space in the prefix would leave a lone space token the
@@ -93,6 +96,12 @@ class Qwen3Guard(JudgeFormat):
     """
 
     name: ClassVar[str] = "qwen3guard"
+    rendering: ClassVar[Rendering] = Rendering(
+        kind="plain",
+        template="qwen3-nothink",
+        own_template_marker="<BEGIN SAFETY POLICY>",
+        source="Qwen/Qwen3Guard-Gen tokenizer_config.json chat template; QwenLM/Qwen3Guard README",
+    )
     Options: ClassVar[type[JudgeOptions]] = StrictLooseOptions
     label_sets: ClassVar[dict[str, dict[str, Label]]] = {
         "en": {" Safe": "safe", " Unsafe": "unsafe", " Controversial": "controversial"}
