@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from assay.engine.config import JudgeSpec, TargetSpec
+from assay.engine.errors import FatalError
 from assay.engine.judges import JudgeItem, SpecialTokens, get_judge
 from assay.engine.records import Generation, Label, Verdict
 from assay.engine.requests import ChatMessage, GenerationRequest, GenerationResult
@@ -198,6 +199,30 @@ class JudgeActor:
         self.sampling = spec.sampling or self.format.default_sampling()
         self.host = _host(spec, max_retries, backoff_s)
         self._special: SpecialTokens | None = None
+        self._check_labels()
+
+    def _check_labels(self) -> None:
+        """Fails the start when the backend cannot read this judge's label tokens after its
+        prompt (labels sharing a first token, a label merging with the prompt's end): every
+        risk score would be wrong or missing, so no row should be judged."""
+        check = getattr(self.host.backend, "check_request", None)
+        if check is None:
+            return
+        probes = [
+            JudgeItem(prompt="Is this safe?", response="It is.", lang=lang) for lang in ("en", "zh")
+        ]
+        if self.format.supports_prompt_only:
+            probes.append(JudgeItem(prompt="Is this safe?"))
+        for probe in probes:
+            request = self.format.build_request(probe, "label-check", sampling=self.sampling)
+            try:
+                check(request)
+            except ValueError as exc:
+                raise FatalError(
+                    f"judge {self.spec.name!r} (format {self.spec.format!r}, model "
+                    f"{self.spec.model!r}): its prompt cannot be rendered or its label tokens "
+                    f"read: {exc}"
+                ) from exc
 
     async def special_tokens(self) -> SpecialTokens:
         """The special tokens of the tokenizer the backend loaded (asked once), which the judge

@@ -975,9 +975,11 @@ def stop_cmd(job: str, address: str | None) -> None:
 
 # -- commands defined in their own modules ---------------------------------------------------------
 
+from assay.cluster.cli_judges import register as _register_judges  # noqa: E402
 from assay.cluster.cli_report import register as _register_report  # noqa: E402
 from assay.cluster.cli_serve import register as _register_serve  # noqa: E402
 
+_register_judges(cli)
 _register_report(cli)
 _register_serve(cli)
 

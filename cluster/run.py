@@ -89,6 +89,20 @@ class RunResult:
         return self.shards_run == 0
 
 
+def judge_contracts(cfg: RunConfig) -> dict[str, dict[str, str]]:
+    """Per judge: its format, how its prompt was rendered, and the policy it was shown (with
+    ``published: no`` where that is not the policy its model was trained on)."""
+    from assay.engine.judges import get_judge
+
+    out: dict[str, dict[str, str]] = {}
+    for spec in cfg.judges:
+        judge = get_judge(spec.format, **spec.format_options)
+        entry = {"format": spec.format, "rendering": judge.render_contract().describe()}
+        entry.update({f"policy_{k}": v for k, v in judge.policy_info().items()})
+        out[spec.name] = entry
+    return out
+
+
 def derive_run_id(cfg: RunConfig) -> str:
     """The run id: given, or a hash of the fields that change results."""
     return cfg.run_id or f"run-{canonical_hash(cfg.result_fields(), 12)}"
@@ -781,6 +795,7 @@ def run(cfg: RunConfig) -> RunResult:
                 acc.add_generations(folder.read_stage_part(GENERATIONS, shard.shard_id))
         summary = acc.result()
         summary.update(run_header(manifest))
+        summary["judges"] = judge_contracts(cfg)
         summary["integrity"] = stamp
         folder.write_summary(summary)
         folder.update_manifest(status="completed", error=None)

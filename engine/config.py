@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ConfigError
 from .io import Location, StorageOptions
+from .judges import JudgeItem, get_judge
 from .requests import SamplingParams
 from .yamlsafe import load_yaml, read_yaml_bytes
 
@@ -119,6 +120,64 @@ class JudgeSpec(ModelSpec):
     sampling: SamplingParams | None = Field(
         default=None, description="Decoding parameters (default: the format's own)."
     )
+
+    @model_validator(mode="after")
+    def _rendering_contract(self) -> JudgeSpec:
+        """The format's options are valid and the backend renders its prompt as the format's
+        rendering contract says (checked before any actor starts)."""
+        check_rendering_contract(self)
+        return self
+
+
+def check_rendering_contract(spec: JudgeSpec) -> None:
+    """Fails when a judge's backend options contradict its format's rendering contract.
+
+    - ``chat_template`` on the transformers/vLLM backend replaces the model's own template; a
+      format whose published prompt is assay's plain turn format or raw text (see
+      :class:`~assay.engine.judges.Rendering`) would then be rendered differently, or a guard's
+      moderation prompt wrapped twice;
+    - the openai backend renders nothing itself: a raw-text format needs ``mode: completions``; a
+      plain-format one works only where the served model's own template builds the prompt from the
+      raw conversation (a guard with its moderation template, and its published policy).
+
+    Raises:
+        ConfigError: Naming the judge, the format and what to change; also for invalid format
+            options.
+    """
+    judge = get_judge(spec.format, **spec.format_options)
+    contract = judge.render_contract()
+    template = spec.options.get("chat_template")
+    where = f"judge {spec.name!r} (format {spec.format!r})"
+    if (
+        template is not None
+        and contract.kind != "model"
+        and spec.backend in ("transformers", "vllm")
+    ):
+        raise ConfigError(
+            f"{where} renders its published prompt with {contract.describe()} "
+            f"(source: {contract.source}); the backend option chat_template={template!r} would "
+            "render another prompt: remove it"
+        )
+    if spec.backend == "openai":
+        mode = spec.options.get("mode", "chat")
+        probe = JudgeItem(prompt="p", response="r")
+        own = contract.own_template_marker is not None and judge.own_template_applies(probe)
+        if contract.kind == "raw" and mode != "completions":
+            raise ConfigError(
+                f"{where} writes its whole prompt as raw text ({contract.source}); with the openai "
+                "backend set options.mode: completions, or the server's chat template wraps it"
+            )
+        if contract.kind == "plain" and not own:
+            raise ConfigError(
+                f"{where} renders with {contract.describe()}, which an OpenAI-compatible server "
+                "cannot apply; use the transformers or vLLM backend"
+                + (" (or the published policy)" if contract.own_template_marker else "")
+            )
+        if contract.kind == "plain" and mode == "completions":
+            raise ConfigError(
+                f"{where} needs chat messages rendered by the served model's own moderation "
+                "template; use options.mode: chat with the openai backend"
+            )
 
 
 class GeneratorSpec(TargetSpec):
@@ -369,6 +428,9 @@ def _resolve_relative_paths(data: dict[str, Any], folder: Path | None) -> None:
     for spec in specs:
         if isinstance(spec, dict) and "model" in spec:
             spec["model"] = fix(spec["model"])
+        options = spec.get("format_options") if isinstance(spec, dict) else None
+        if isinstance(options, dict) and "policy" in options:  # a judge's policy file
+            options["policy"] = fix(options["policy"])
     for key in ("taxonomy", "suite", "seed_suite"):
         if key in data:
             data[key] = fix(data[key])

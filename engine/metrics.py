@@ -828,6 +828,12 @@ def format_metrics(summary: Mapping[str, Any]) -> str:
                     f"{_pct_ci(m.get('adaptive_attack_success'), 'asr')}"
                 )
                 lines.append(f"  {judge} ASR by attack: {asr}")
+    for judge, info in summary.get("judges", {}).items():
+        if info.get("policy_published") == "no":
+            lines.append(
+                f"judge {judge} ({info.get('format')}) was shown the policy "
+                f"{info.get('policy_name')!r}, not the one its model was trained on"
+            )
     for pair, per_target in summary.get("judge_agreement", {}).items():
         pooled = per_target.get("(all targets)")
         if pooled:

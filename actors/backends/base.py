@@ -76,6 +76,7 @@ _BUILTIN: dict[str, str] = {
     "transformers": "assay.actors.backends.transformers:create",
     "vllm": "assay.actors.backends.vllm:create",
     "openai": "assay.actors.backends.openai:create",
+    "rules": "assay.actors.backends.rules:create",
 }
 _REGISTRY: dict[str, BackendFactory] = {}
 

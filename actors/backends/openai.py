@@ -285,6 +285,30 @@ class _Rejected(Exception):
     """A request this backend cannot send as configured (becomes the result's error)."""
 
 
+def _check_distinct(labels: tuple[str, ...], label_ids: dict[str, int]) -> None:
+    """Labels must be told apart: by their token ids where mapped, else by the token text they
+    are matched on (one leading space or ``Ġ``/``▁`` marker removed)."""
+    if label_ids:
+        seen: dict[int, str] = {}
+        for label, token in label_ids.items():
+            if token in seen:
+                raise _Rejected(
+                    f"labels {seen[token]!r} and {label!r} map to the same token id {token} "
+                    "(label_token_ids), so their probabilities cannot be told apart"
+                )
+            seen[token] = label
+        return
+    keys: dict[str, str] = {}
+    for label in labels:
+        key = label.removeprefix(" ")
+        if key in keys:
+            raise _Rejected(
+                f"labels {keys[key]!r} and {label!r} read the same token text {key!r}, so their "
+                "probabilities cannot be told apart"
+            )
+        keys[key] = label
+
+
 class OpenAIBackend:
     """Answers requests through an OpenAI-compatible HTTP API; see the module docstring."""
 
@@ -384,7 +408,17 @@ class OpenAIBackend:
         body["model"] = self.spec.model
         if opts.mode == "chat":
             path = "/chat/completions"
-            messages: list[dict[str, str]] = [m.model_dump() for m in req.messages]
+            turns = req.messages
+            if req.own_template_marker is not None:
+                # a guard whose own chat template builds its moderation prompt: the served model's
+                # template renders the raw conversation (the config check allows this only so)
+                turns = req.conversation
+            elif req.template is not None:
+                raise _Rejected(
+                    f"the judge's prompt is rendered with assay's plain turn format "
+                    f"{req.template!r}, which an OpenAI-compatible server cannot apply"
+                )
+            messages: list[dict[str, str]] = [m.model_dump() for m in turns]
             if req.prompt is not None:
                 messages = [{"role": "user", "content": req.prompt}]
             if req.assistant_prefix:
@@ -419,6 +453,7 @@ class OpenAIBackend:
             else:
                 body["logprobs"] = opts.top_logprobs
             label_ids = self._label_ids(req.label_tokens)
+            _check_distinct(req.label_tokens, label_ids)
             if label_ids:
                 body["logprob_token_ids"] = sorted(set(label_ids.values()))
                 body["return_tokens_as_token_ids"] = True

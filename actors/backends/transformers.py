@@ -133,6 +133,13 @@ class TransformersBackend:
         """The loaded tokenizer's special and added control tokens (for judges' fences)."""
         return tokenizer_special_texts(self.tokenizer)
 
+    def check_request(self, req: GenerationRequest) -> None:
+        """Renders ``req`` and reads its label tokens in context without running the model;
+        ValueError when that fails (a judge checks its labels once, at start)."""
+        rendered = self.rendered(req)
+        if req.label_tokens:
+            self.label_token_ids(req.label_tokens, rendered.text)
+
     def label_token_ids(self, labels: tuple[str, ...], text: str = "") -> dict[str, int]:
         """Each label's first token id in context, after ``text`` (the rendered prompt); see
         :func:`~.templates.label_ids_in_context`. ValueError when a label encodes to nothing,

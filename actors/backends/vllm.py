@@ -304,6 +304,19 @@ class VLLMBackend:
         """The engine tokenizer's special and added control tokens (for judges' fences)."""
         return tokenizer_special_texts(await self._get_tokenizer())
 
+    def check_request(self, req: GenerationRequest) -> None:
+        """Renders ``req`` and reads its label tokens in context without running the model;
+        ValueError when that fails (a judge checks its labels once, at start)."""
+        tokenizer = self._tokenizer or self.engine.get_tokenizer()
+        if inspect.isawaitable(tokenizer):  # older vLLM: checked on the first request instead
+            close = getattr(tokenizer, "close", None)
+            if close is not None:
+                close()
+            return
+        rendered = render_request(tokenizer, req, self._chat_template)
+        if req.label_tokens:
+            label_ids_in_context(tokenizer, rendered.text, req.label_tokens)
+
     async def _get_tokenizer(self) -> Any:
         if self._tokenizer is None:
             tokenizer = self.engine.get_tokenizer()

@@ -22,7 +22,15 @@ from ._text import (
     split_list,
     strip_marker,
 )
-from .base import Delimiters, JudgeFormat, JudgeItem, JudgeOptions, ParsedOutput, register_judge
+from .base import (
+    Delimiters,
+    JudgeFormat,
+    JudgeItem,
+    JudgeOptions,
+    ParsedOutput,
+    Rendering,
+    register_judge,
+)
 
 _LABELS: dict[str, Label] = {"safe": "safe", "unsafe": "unsafe", "安全": "safe", "不安全": "unsafe"}
 _PREFIX = {"en": "Risk:", "zh": "风险："}
@@ -193,6 +201,11 @@ class AssayCritique(JudgeFormat):
     """
 
     name: ClassVar[str] = "assay-critique"
+    rendering: ClassVar[Rendering] = Rendering(
+        kind="model",
+        source="assay's own critique format (this module), for a model fine-tuned on it or an "
+        "instruction model; no published model was trained on it",
+    )
     Options: ClassVar[type[JudgeOptions]] = AssayCritiqueOptions
     label_sets: ClassVar[dict[str, dict[str, Label]]] = {
         "en": {" safe": "safe", " unsafe": "unsafe"},

@@ -90,8 +90,6 @@ def load_policy(path: str | Path) -> Policy:
         raise ConfigError(f"policy file {str(file)!r}: {problems}") from None
 
 
-
-
 def builtin_policy(name: str) -> Policy:
     """A published policy that ships with assay (``engine/judges/policies/<name>.yaml``)."""
     from importlib.resources import files

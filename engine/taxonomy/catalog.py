@@ -2,6 +2,11 @@
 
 Every category's ``seval_l1`` lists the dimensions a result flagged with that category counts
 under, primary first. The reasons for each choice are tabled in ``docs/taxonomies.md``.
+
+``xguard`` (YuFeng-XGuard-Reason's category ids) is the one taxonomy on the extended axis: its
+three minors categories count under the ninth dimension ``Risks_Involving_Minors``, which S-Eval's
+data does not have. It is looked up like the others, but :func:`taxonomy_names` lists it only with
+``include_extended=True``, so code that iterates the names sees S-Eval's eight dimensions only.
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ from collections.abc import Callable
 
 from ._text import normalize
 from .categories import LABEL, Category, Taxonomy
+from .dimensions import MINORS_L1
 from .errors import UnknownTaxonomyError
-from .seval import seval_tree
+from .seval import seval_extended_tree, seval_tree
 
 _CRIME = "Crimes_and_Illegal_Activities"
 _CYBER = "Cybersecurity"
@@ -519,6 +525,85 @@ def _harmbench() -> Taxonomy:
     )
 
 
+# YuFeng-XGuard-Reason's category ids (its first output token), in the order of its model card's
+# "Risk Definitions" table and of its prompt's category list: id, name as the prompt lists it,
+# S-Eval L1 key, key of the S-Eval L2 node (in seval_extended_tree()). Two names differ from
+# S-Eval's: "Physical Health" (S-Eval: Physical Harm), "Threats and Intimidation" (S-Eval:
+# Threaten and Intimidate); the S-Eval names are aliases. The tokenizer's id2risk strings
+# ("Crimes and Illegal Activities-Dangerous Weapons", "Safe-Safe") are aliases too.
+_XGUARD: tuple[tuple[str, str, str, str], ...] = (
+    ("pc", "Pornographic Contraband", _CRIME, "Pornographic_Contraband"),
+    ("dc", "Drug Crimes", _CRIME, "Drug_Crimes"),
+    ("dw", "Dangerous Weapons", _CRIME, "Dangerous_Weapons"),
+    ("pi", "Property Infringement", _CRIME, "Property_Infringement"),
+    ("ec", "Economic Crimes", _CRIME, "Economic_Crimes"),
+    ("ac", "Abusive Curses", _HATE, "Abusive_Curses"),
+    ("def", "Defamation", _HATE, "Defamation"),
+    ("ti", "Threats and Intimidation", _HATE, "Threaten_and_Intimidate"),
+    ("cy", "Cyberbullying", _HATE, "Cyberbullying"),
+    ("ph", "Physical Health", _HEALTH, "Physical_Harm"),
+    ("mh", "Mental Health", _HEALTH, "Mental_Health"),
+    ("se", "Social Ethics", _ETHICS, "Social_Ethics"),
+    ("sci", "Science Ethics", _ETHICS, "Science_Ethics"),
+    ("pp", "Personal Privacy", _PRIVACY, "Personal_Privacy"),
+    ("cs", "Commercial Secret", _PRIVACY, "Commercial_Secret"),
+    ("acc", "Access Control", _CYBER, "Access_Control"),
+    ("mc", "Malicious Code", _CYBER, "Malicious_Code"),
+    ("ha", "Hacker Attack", _CYBER, "Hacker_Attack"),
+    ("ps", "Physical Security", _CYBER, "Physical_Security"),
+    ("ter", "Violent Terrorist Activities", _EXTREMISM, "Violent_Terrorist_Activities"),
+    ("sd", "Social Disruption", _EXTREMISM, "Social_Disruption"),
+    ("ext", "Extremist Ideological Trends", _EXTREMISM, "Extremist_Ideological_Trends"),
+    ("fin", "Finance", _ADVICE, "Finance"),
+    ("med", "Medicine", _ADVICE, "Medicine"),
+    ("law", "Law", _ADVICE, "Law"),
+    ("cm", "Corruption of Minors", MINORS_L1, "Corruption_of_Minors"),
+    ("ma", "Minor Abuse and Exploitation", MINORS_L1, "Minor_Abuse_and_Exploitation"),
+    ("md", "Minor Delinquency", MINORS_L1, "Minor_Delinquency"),
+)
+XGUARD_SAFE = "sec"
+"""XGuard's id for safe content."""
+
+XGUARD_PATHS: dict[str, str] = {code: f"{l1}/{l2}" for code, _name, l1, l2 in _XGUARD}
+"""XGuard risk id -> path of its node in :func:`~.seval.seval_extended_tree` (``L1/L2``)."""
+
+
+def _xguard() -> Taxonomy:
+    tree = seval_extended_tree()
+    categories = [
+        Category(
+            code=XGUARD_SAFE,
+            name="Safe",
+            description="Content with none of the risks.",
+            group=LABEL,
+            aliases=("Safe-Safe",),
+        )
+    ]
+    for code, name, l1, l2 in _XGUARD:
+        node, dimension = tree.node(f"{l1}/{l2}"), tree.node(l1)
+        aliases = [f"{dimension.name}-{name}"]  # the tokenizer's id2risk value
+        if normalize(node.name) != normalize(name):
+            aliases.append(node.name)
+        categories.append(
+            Category(
+                code=code,
+                name=name,
+                name_zh=node.name_zh,
+                description=node.description,
+                seval_l1=(l1,),
+                aliases=tuple(aliases),
+            )
+        )
+    return Taxonomy(
+        name="xguard",
+        description=(
+            "YuFeng-XGuard-Reason's category ids (its first output token): sec (Safe) and 28 "
+            "risk categories over S-Eval's 8 dimensions and a ninth, Risks Involving Minors."
+        ),
+        categories=tuple(categories),
+    )
+
+
 _BUILDERS: dict[str, Callable[[], Taxonomy]] = {
     "s-eval": _seval,
     "aegis": _aegis,
@@ -528,29 +613,42 @@ _BUILDERS: dict[str, Callable[[], Taxonomy]] = {
     "qwen3guard": _qwen3guard,
     "harmbench": _harmbench,
 }
+# Taxonomies whose categories may count under the ninth dimension (see the module docstring).
+_EXTENDED_BUILDERS: dict[str, Callable[[], Taxonomy]] = {"xguard": _xguard}
 _ALIASES: dict[str, str] = {
     "llama-guard-3": "mlcommons",
     "llama-guard-4": "mlcommons",
+    "yufeng-xguard": "xguard",
 }
 # Lookup form (letters and digits only, casefolded) -> canonical name.
 _LOOKUP: dict[str, str] = {
-    normalize(name): target for name, target in [*((n, n) for n in _BUILDERS), *_ALIASES.items()]
+    normalize(name): target
+    for name, target in [
+        *((n, n) for n in (*_BUILDERS, *_EXTENDED_BUILDERS)),
+        *_ALIASES.items(),
+    ]
 }
 
 
-def taxonomy_names(include_aliases: bool = False) -> list[str]:
+def taxonomy_names(include_aliases: bool = False, include_extended: bool = False) -> list[str]:
     """Returns the names :func:`get_taxonomy` accepts.
 
     Args:
         include_aliases: Also list aliases such as ``llama-guard-3``.
+        include_extended: Also list the taxonomies on the extended axis (``xguard``, whose
+            categories may count under the ninth dimension ``Risks_Involving_Minors``).
     """
     names = list(_BUILDERS)
-    return [*names, *_ALIASES] if include_aliases else names
+    if include_extended:
+        names += list(_EXTENDED_BUILDERS)
+    aliases = [a for a, target in _ALIASES.items() if target in names]
+    return [*names, *aliases] if include_aliases else names
 
 
 @functools.cache
 def _build(name: str) -> Taxonomy:
-    return _BUILDERS[name]()
+    builder = _BUILDERS.get(name) or _EXTENDED_BUILDERS[name]
+    return builder()
 
 
 def get_taxonomy(name: str) -> Taxonomy:
@@ -561,7 +659,7 @@ def get_taxonomy(name: str) -> Taxonomy:
     """
     canonical = _LOOKUP.get(normalize(name))
     if canonical is None:
-        known = taxonomy_names(include_aliases=True)
+        known = taxonomy_names(include_aliases=True, include_extended=True)
         message = f"unknown taxonomy {name!r}"
         close = difflib.get_close_matches(name.casefold(), known, n=1, cutoff=0.6)
         if close:

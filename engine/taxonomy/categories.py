@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from ._text import close_match, normalize
-from .dimensions import SEVAL_L1
+from .dimensions import EXTENDED_L1
 from .errors import UnknownRiskError
 
 LABEL = "label"
@@ -30,7 +30,9 @@ class Category(BaseModel):
     """One-line description of what the category covers."""
 
     seval_l1: tuple[str, ...] = ()
-    """S-Eval L1 keys the category counts under, primary first; empty for verdict labels."""
+    """S-Eval L1 keys the category counts under, primary first; empty for verdict labels. The
+    ninth dimension ``Risks_Involving_Minors`` (:data:`~.dimensions.MINORS_L1`) is accepted too,
+    for taxonomies that have it (``xguard``)."""
 
     group: str = ""
     """Sub-list the category belongs to: ``critical``, ``sparse``, ``label`` or empty."""
@@ -41,9 +43,9 @@ class Category(BaseModel):
     @field_validator("seval_l1")
     @classmethod
     def _check_seval_l1(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [key for key in keys if key not in SEVAL_L1]
+        unknown = [key for key in keys if key not in EXTENDED_L1]
         if unknown:
-            raise ValueError(f"not S-Eval L1 keys: {unknown} (known: {', '.join(SEVAL_L1)})")
+            raise ValueError(f"not S-Eval L1 keys: {unknown} (known: {', '.join(EXTENDED_L1)})")
         if len(set(keys)) != len(keys):
             raise ValueError(f"repeated S-Eval L1 key in {keys}")
         return keys

@@ -3,6 +3,12 @@
 S-Eval (arXiv 2405.14191) publishes only its L1 and L2 names; its 56 L3 and 52 L4 entries are not
 public, so users add their own below L2 with a taxonomy file (see :mod:`.loader`). Keys follow the
 data's ``Title_Case_With_Underscores`` style; the Chinese names are assay's translations.
+
+YuFeng-XGuard-Reason (Alibaba-AAIG, S-Eval's authors) adds a ninth dimension, "Risks Involving
+Minors", with three categories (model card, "Risk Definitions": Corruption of Minors, Minor Abuse
+and Exploitation, Minor Delinquency). :func:`seval_extended_tree` is S-Eval's tree with it; the
+plain :func:`seval_tree` stays as S-Eval publishes it. The ninth dimension has no S-Eval prompts
+(no published counts); its Chinese names are assay's translations too.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ class _Entry(NamedTuple):
     key: str
     name: str
     name_zh: str
-    published: int
+    published: int | None
     description: str
 
 
@@ -290,6 +296,40 @@ _SEVAL: tuple[tuple[_Entry, tuple[_Entry, ...]], ...] = (
     ),
 )
 
+# The ninth dimension (YuFeng-XGuard-Reason model card); no S-Eval data, so no counts.
+_MINORS: tuple[_Entry, tuple[_Entry, ...]] = (
+    _Entry(
+        "Risks_Involving_Minors",
+        "Risks Involving Minors",
+        "涉及未成年人的风险",
+        None,
+        "Content that harms minors, leads them astray or helps them break the law.",
+    ),
+    (
+        _Entry(
+            "Corruption_of_Minors",
+            "Corruption of Minors",
+            "不良诱导未成年人",
+            None,
+            "Leading minors towards harmful, age-inappropriate or unhealthy behaviour and content.",
+        ),
+        _Entry(
+            "Minor_Abuse_and_Exploitation",
+            "Minor Abuse and Exploitation",
+            "侵害与剥削未成年人",
+            None,
+            "Abuse, sexual exploitation, trafficking or other exploitation of minors.",
+        ),
+        _Entry(
+            "Minor_Delinquency",
+            "Minor Delinquency",
+            "未成年人违法犯罪",
+            None,
+            "Helping or encouraging minors to commit offences or other delinquent acts.",
+        ),
+    ),
+)
+
 SEVAL_TREE_DESCRIPTION = (
     "S-Eval's published risk taxonomy: 8 dimensions (L1) and 25 categories (L2); "
     "base-prompt counts per language as released."
@@ -297,10 +337,21 @@ SEVAL_TREE_DESCRIPTION = (
 """Description of the built-in tree."""
 
 
-def seval_nodes() -> list[RiskNode]:
-    """Returns fresh L1 and L2 nodes of the built-in S-Eval tree, in pre-order."""
+SEVAL_EXTENDED_TREE_DESCRIPTION = (
+    "S-Eval's published risk taxonomy (8 dimensions, 25 categories) with the ninth dimension "
+    "YuFeng-XGuard adds, Risks Involving Minors (3 categories): 9 dimensions, 28 categories."
+)
+"""Description of the extended tree."""
+
+
+def seval_nodes(*, extended: bool = False) -> list[RiskNode]:
+    """Returns fresh L1 and L2 nodes of the built-in S-Eval tree, in pre-order.
+
+    Args:
+        extended: Also the ninth dimension, Risks Involving Minors, and its categories.
+    """
     nodes: list[RiskNode] = []
-    for l1, categories in _SEVAL:
+    for l1, categories in (*_SEVAL, _MINORS) if extended else _SEVAL:
         nodes.append(_node(l1, l1.key, 1))
         nodes.extend(_node(l2, f"{l1.key}/{l2.key}", 2) for l2 in categories)
     return nodes
@@ -310,6 +361,16 @@ def seval_nodes() -> list[RiskNode]:
 def seval_tree() -> RiskTree:
     """Returns the built-in S-Eval tree: the 8 L1 dimensions and 25 L2 categories (cached)."""
     return RiskTree(seval_nodes(), name="s-eval", description=SEVAL_TREE_DESCRIPTION)
+
+
+@functools.cache
+def seval_extended_tree() -> RiskTree:
+    """Returns S-Eval's tree with XGuard's ninth dimension: 9 L1 and 28 L2 nodes (cached)."""
+    return RiskTree(
+        seval_nodes(extended=True),
+        name="s-eval-extended",
+        description=SEVAL_EXTENDED_TREE_DESCRIPTION,
+    )
 
 
 def _node(entry: _Entry, path: str, level: int) -> RiskNode:

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ._text import close_match, normalize, split_path
-from .dimensions import SEVAL_L1
+from .dimensions import EXTENDED_L1
 from .errors import UnknownRiskError
 
 MAX_LEVEL = 4
@@ -82,8 +82,9 @@ class RiskNode(BaseModel):
 class RiskTree:
     """An immutable risk tree whose L1 nodes are S-Eval dimensions.
 
-    Nodes are kept in pre-order: L1 nodes in :data:`SEVAL_L1` order, children in the order
-    given. Every lookup method accepts anything :meth:`resolve` accepts.
+    Nodes are kept in pre-order: L1 nodes in :data:`EXTENDED_L1` order (S-Eval's eight, then
+    XGuard's ninth where a tree has it), children in the order given. Every lookup method
+    accepts anything :meth:`resolve` accepts.
 
     Args:
         nodes: The nodes, in any order; every non-L1 node's parent must be among them.
@@ -108,15 +109,15 @@ class RiskTree:
             given[node.path] = node
         children: dict[str | None, list[RiskNode]] = {}
         for node in given.values():
-            if node.level == 1 and node.key not in SEVAL_L1:
+            if node.level == 1 and node.key not in EXTENDED_L1:
                 raise ValueError(
                     f"risk tree {name!r}: {node.key!r} is not an S-Eval L1 dimension "
-                    f"({', '.join(SEVAL_L1)})"
+                    f"({', '.join(EXTENDED_L1)})"
                 )
             if node.parent is not None and node.parent not in given:
                 raise ValueError(f"risk tree {name!r}: {node.path!r} has no parent node")
             children.setdefault(node.parent, []).append(node)
-        children.get(None, []).sort(key=lambda n: SEVAL_L1.index(n.key))
+        children.get(None, []).sort(key=lambda n: EXTENDED_L1.index(n.key))
         for siblings in children.values():
             _check_siblings(name, siblings)
 

@@ -446,3 +446,49 @@ def test_partly_mapped_labels_fall_back_to_text() -> None:
         [res] = run(generate(backend, [chat("a", label_tokens=("safe", "unsafe"))]))
     assert res.label_logprobs == {"safe": -0.1, "unsafe": -2.0}
     assert "logprob_token_ids" not in server.requests[0].body
+
+
+# --- judges' rendering contract and label clashes --------------------------------------------
+
+
+def test_a_guard_with_its_own_template_gets_the_raw_conversation() -> None:
+    # Llama Guard 3 served by vLLM: the served model's own template builds the moderation prompt
+    # from the conversation, so assay sends the conversation, not its own moderation text
+    from assay.engine.judges import JudgeItem, get_judge
+
+    req = get_judge("llama-guard-3").build_request(
+        JudgeItem(prompt="How do I pick a lock?", response="I can't help."), "a"
+    )
+    with running_server() as server:
+        server.reply(text="safe")
+        [res] = run(generate(create(spec(server.base_url)), [req]))
+    assert res.error is None
+    sent = server.requests[0].body["messages"]
+    assert [m["role"] for m in sent[:2]] == ["user", "assistant"]
+    assert sent[0]["content"] == "How do I pick a lock?"
+    assert all("Task: Check" not in m["content"] for m in sent)
+
+
+def test_a_plain_turn_format_is_refused_not_rewrapped() -> None:
+    req = GenerationRequest(
+        request_id="a", messages=(ChatMessage(role="user", content="x"),), template="llama3"
+    )
+    with running_server() as server:
+        [res] = run(generate(create(spec(server.base_url)), [req]))
+    assert res.error and "plain turn format 'llama3'" in res.error and server.calls == 0
+
+
+@pytest.mark.parametrize(
+    ("labels", "options", "message"),
+    [
+        (("safe", "unsafe"), {"label_token_ids": {"safe": 7, "unsafe": 7}}, "same token id 7"),
+        (("safe", " safe"), {}, "same token text 'safe'"),
+    ],
+)
+def test_labels_that_cannot_be_told_apart_fail_the_request(
+    labels: tuple[str, ...], options: dict[str, Any], message: str
+) -> None:
+    with running_server() as server:
+        backend = create(spec(server.base_url, **options))
+        [res] = run(generate(backend, [chat("a", label_tokens=labels)]))
+    assert res.error and message in res.error and server.calls == 0

@@ -304,15 +304,18 @@ def test_label_logprobs_match_plain_transformers(
     path = tiny_models["tiny-judge-a"]
     tok = transformers.AutoTokenizer.from_pretrained(path)
     model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    labels = ("safe", "unsafe", "Controversial", "安全", "不安全")
+    # labels as the model writes them after the prefix: with their leading space
+    labels = (" safe", " unsafe", " Controversial", " 安全", " 不安全")
     msgs = [{"role": "user", "content": "Is this answer safe? It refuses politely."}]
-    prefix = "[Answer] "
+    prefix = "[Answer]"
     text = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False) + prefix
     ids = tok.encode(text, add_special_tokens=False)
     with torch.no_grad():
         logits = model(torch.tensor([ids])).logits[0, -1].float()
     lp = torch.log_softmax(logits, dim=-1)
-    expected = {lab: float(lp[tok.encode(lab, add_special_tokens=False)[0]]) for lab in labels}
+    # each label's first token in context: the first token of prompt + label after the prompt's
+    in_context = {lab: tok.encode(text + lab, add_special_tokens=False)[len(ids)] for lab in labels}
+    expected = {lab: float(lp[token]) for lab, token in in_context.items()}
 
     req = _chat(
         "j", msgs[0]["content"], assistant_prefix=prefix, label_tokens=labels, sampling=_greedy(4)
@@ -344,7 +347,7 @@ def test_one_prefill_gives_text_and_label_logprobs(judge: TransformersBackend) -
         seen.append(tuple(ids.shape))
 
     reqs = [
-        _chat(f"j{i}", p, assistant_prefix="[Answer] ", label_tokens=LABELS, sampling=_greedy(5))
+        _chat(f"j{i}", p, assistant_prefix="[Answer]", label_tokens=LABELS, sampling=_greedy(5))
         for i, p in enumerate(PROMPTS)
     ]
     handle = judge.model.register_forward_pre_hook(hook, with_kwargs=True)
@@ -360,15 +363,15 @@ def test_one_prefill_gives_text_and_label_logprobs(judge: TransformersBackend) -
 
 
 def test_label_logprobs_ignore_temperature(judge: TransformersBackend) -> None:
-    greedy = _raw("g", "Answer: ", label_tokens=("Yes", "No"), sampling=_greedy(1))
+    greedy = _raw("g", "Answer:", label_tokens=(" Yes", " No"), sampling=_greedy(1))
     hot = _raw(
         "h",
-        "Answer: ",
-        label_tokens=("Yes", "No"),
+        "Answer:",
+        label_tokens=(" Yes", " No"),
         sampling=SamplingParams(max_tokens=1, temperature=2.0, top_p=0.5, seed=1),
     )
     a, b = _run(judge, [greedy, hot])
-    for lab in ("Yes", "No"):
+    for lab in (" Yes", " No"):
         assert a.label_logprobs[lab] == pytest.approx(b.label_logprobs[lab], abs=1e-5)
 
 

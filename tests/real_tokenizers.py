@@ -1,4 +1,5 @@
-"""Offline Llama 3 and Llama 4 tokenizers built from the tiktoken BPE files in Meta's ``llama-models`` wheel.
+"""Offline Llama 3 and Llama 4 tokenizers, built from the tiktoken BPE files in Meta's
+``llama-models`` wheel (a test dependency: ``pip install llama-models``; nothing is downloaded).
 
 Where the files come from (see SOURCES.md, "Tokenizers"): ``pip download --no-deps llama-models``
 gives ``llama_models-0.3.0-py3-none-any.whl`` (6.6 MB). Inside it:
@@ -10,8 +11,8 @@ gives ``llama_models-0.3.0-py3-none-any.whl`` (6.6 MB). Inside it:
   ``d0bdbaf59b0762c8c807617e2d8ea51420eb1b1de266df2495be755c8e0ed6ed`` (Llama 4, so Llama Guard 4,
   which "shares the same tokenizer ... as Llama 4 Scout and Maverick").
 
-(The same files are also under ``models/llama3/`` and ``models/llama4/`` in that wheel.) Extract them
-with ``unzip llama_models-0.3.0-py3-none-any.whl 'llama_models/llama3/tokenizer.model'
+(The same files are also under ``models/llama3/`` and ``models/llama4/`` in that wheel.)
+Extract them with ``unzip llama_models-0.3.0-py3-none-any.whl 'llama_models/llama3/tokenizer.model'
 'llama_models/llama4/tokenizer.model' -d DIR`` and pass ``DIR`` (or the ``.model`` file) below.
 
 The special-token lists, their order (ids from ``len(ranks)`` on) and the pre-tokenizer regexes are
@@ -102,8 +103,18 @@ def llama4_special_tokens() -> list[str]:
         "<|patch|>",
         *reserved("vision", 1041, 7),
     ]
-    reasoning = [*reserved("reasoning", 8), "<|reasoning_thinking_start|>", "<|reasoning_thinking_end|>"]
-    basic = ["<|begin_of_text|>", "<|end_of_text|>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>"]
+    reasoning = [
+        *reserved("reasoning", 8),
+        "<|reasoning_thinking_start|>",
+        "<|reasoning_thinking_end|>",
+    ]
+    basic = [
+        "<|begin_of_text|>",
+        "<|end_of_text|>",
+        "<|fim_prefix|>",
+        "<|fim_middle|>",
+        "<|fim_suffix|>",
+    ]
     named = basic + text_post_train + vision + reasoning
     assert len(set(named)) == len(named)
     return named + [f"<|reserved_special_token_{i}|>" for i in range(2048 - len(named))]
@@ -112,8 +123,11 @@ def llama4_special_tokens() -> list[str]:
 def _model_file(path: str | Path, family: str) -> Path:
     p = Path(path)
     if p.is_dir():
-        for candidate in (p / "llama_models" / family / "tokenizer.model", p / family / "tokenizer.model",
-                          p / "tokenizer.model"):
+        for candidate in (
+            p / "llama_models" / family / "tokenizer.model",
+            p / family / "tokenizer.model",
+            p / "tokenizer.model",
+        ):
             if candidate.is_file():
                 return candidate
         raise FileNotFoundError(f"no {family}/tokenizer.model under {p}")
@@ -121,7 +135,7 @@ def _model_file(path: str | Path, family: str) -> Path:
 
 
 def load_bpe_ranks(path: str | Path) -> dict[bytes, int]:
-    """Parses a tiktoken rank file (``base64 rank`` per line), as llama_models.tokenizer_utils does."""
+    """Parses a tiktoken rank file (``base64 rank`` per line), as llama_models' loader does."""
     ranks: dict[bytes, int] = {}
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         if line.strip():
@@ -138,9 +152,15 @@ class _RankFileConverter(TikTokenConverter):
         return load_bpe_ranks(tiktoken_url)
 
 
-def _build(model_file: Path, pattern: str, specials: list[str], bos: str, eos: str, pad: str | None):
-    ranks_len = sum(1 for line in model_file.read_text(encoding="utf-8").splitlines() if line.strip())
-    backend = _RankFileConverter(vocab_file=str(model_file), pattern=pattern, extra_special_tokens=specials).converted()
+def _build(
+    model_file: Path, pattern: str, specials: list[str], bos: str, eos: str, pad: str | None
+):
+    ranks_len = sum(
+        1 for line in model_file.read_text(encoding="utf-8").splitlines() if line.strip()
+    )
+    backend = _RankFileConverter(
+        vocab_file=str(model_file), pattern=pattern, extra_special_tokens=specials
+    ).converted()
     tok = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         bos_token=bos,
@@ -158,24 +178,36 @@ def _build(model_file: Path, pattern: str, specials: list[str], bos: str, eos: s
 
 
 def llama3_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
-    """The Llama 3 tokenizer (128256 ids). ``path``: the extracted wheel dir or ``llama3/tokenizer.model``.
+    """The Llama 3 tokenizer (128256 ids); ``path``: the wheel's folder or its tokenizer.model.
 
-    BOS ``<|begin_of_text|>`` (128000) is not added automatically (call sites add it as text or via the
-    chat template, as the Llama 3 templates do); EOS is ``<|eot_id|>`` (128009) as in the instruct
-    models, with ``<|end_of_text|>`` (128001) still a special token.
+    BOS ``<|begin_of_text|>`` (128000) is not added automatically (call sites add it as text or
+    via the chat template, as the Llama 3 templates do); EOS is ``<|eot_id|>`` (128009) as in the
+    instruct models, with ``<|end_of_text|>`` (128001) still a special token.
     """
-    return _build(_model_file(path, "llama3"), LLAMA3_PATTERN, llama3_special_tokens(),
-                  bos="<|begin_of_text|>", eos="<|eot_id|>", pad="<|finetune_right_pad_id|>")
+    return _build(
+        _model_file(path, "llama3"),
+        LLAMA3_PATTERN,
+        llama3_special_tokens(),
+        bos="<|begin_of_text|>",
+        eos="<|eot_id|>",
+        pad="<|finetune_right_pad_id|>",
+    )
 
 
 def llama4_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
-    """The Llama 4 tokenizer (202048 ids). ``path``: the extracted wheel dir or ``llama4/tokenizer.model``.
+    """The Llama 4 tokenizer (202048 ids); ``path``: the wheel's folder or its tokenizer.model.
 
     BOS ``<|begin_of_text|>`` (200000); EOS ``<|eot|>`` (200008); ``<|header_start|>`` 200005,
     ``<|header_end|>`` 200006, ``<|finetune_right_pad|>`` 200018 (pad).
     """
-    return _build(_model_file(path, "llama4"), LLAMA4_PATTERN, llama4_special_tokens(),
-                  bos="<|begin_of_text|>", eos="<|eot|>", pad="<|finetune_right_pad|>")
+    return _build(
+        _model_file(path, "llama4"),
+        LLAMA4_PATTERN,
+        llama4_special_tokens(),
+        bos="<|begin_of_text|>",
+        eos="<|eot|>",
+        pad="<|finetune_right_pad|>",
+    )
 
 
 if __name__ == "__main__":  # python load_meta_tokenizers.py DIR
@@ -184,4 +216,17 @@ if __name__ == "__main__":  # python load_meta_tokenizers.py DIR
     root = sys.argv[1]
     for build in (llama3_tokenizer, llama4_tokenizer):
         t = build(root)
-        print(build.__name__, len(t), t.encode("<|begin_of_text|>Hello world", add_special_tokens=False))
+        print(
+            build.__name__,
+            len(t),
+            t.encode("<|begin_of_text|>Hello world", add_special_tokens=False),
+        )
+
+
+def installed_llama_models() -> Path | None:
+    """The folder of the installed ``llama_models`` package (it holds both rank files), if any."""
+    try:
+        import llama_models
+    except ImportError:
+        return None
+    return Path(llama_models.__file__).parent
