@@ -32,7 +32,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from assay.engine.config import RunConfig, SuiteSpec
+from assay.engine.config import ModelSpec, RunConfig, SuiteSpec
 from assay.engine.errors import AssayError, ConfigError, FatalError
 from assay.engine.importers import ImportConfig, import_suite
 from assay.engine.io import Location
@@ -87,20 +87,6 @@ class RunResult:
     def nothing_to_do(self) -> bool:
         """Whether every shard was already done."""
         return self.shards_run == 0
-
-
-def judge_contracts(cfg: RunConfig) -> dict[str, dict[str, str]]:
-    """Per judge: its format, how its prompt was rendered, and the policy it was shown (with
-    ``published: no`` where that is not the policy its model was trained on)."""
-    from assay.engine.judges import get_judge
-
-    out: dict[str, dict[str, str]] = {}
-    for spec in cfg.judges:
-        judge = get_judge(spec.format, **spec.format_options)
-        entry = {"format": spec.format, "rendering": judge.render_contract().describe()}
-        entry.update({f"policy_{k}": v for k, v in judge.policy_info().items()})
-        out[spec.name] = entry
-    return out
 
 
 def derive_run_id(cfg: RunConfig) -> str:
@@ -341,7 +327,9 @@ class _Runner:
     async def start_pools(self, executor: Executor, need_targets: bool) -> None:
         """Starts every model's pool at once (each loads its model in parallel)."""
         cfg = self.cfg
-        kinds = [("target", t) for t in cfg.targets] if need_targets else []
+        kinds: list[tuple[str, ModelSpec]] = (
+            [("target", t) for t in cfg.targets] if need_targets else []
+        )
         kinds += [("judge", j) for j in cfg.judges]
         pools = await asyncio.gather(
             *(
@@ -782,10 +770,10 @@ def run(cfg: RunConfig) -> RunResult:
     else:
         stamp = folder.summary_stamp()  # what the parts read below are, before reading them
         acc = runner.summary if runner is not None else SummaryAccumulator()
-        done_now = runner.processed if runner is not None else set()
+        processed_now = runner.processed if runner is not None else set()
         generated = folder.done_shards(GENERATIONS)
         for shard in manifest.plan.shards:  # shards finished by earlier executions, one by one
-            if shard.shard_id in done_now:
+            if shard.shard_id in processed_now:
                 continue
             acc.add(
                 folder.read_stage_part(VERDICTS, shard.shard_id),
@@ -795,7 +783,6 @@ def run(cfg: RunConfig) -> RunResult:
                 acc.add_generations(folder.read_stage_part(GENERATIONS, shard.shard_id))
         summary = acc.result()
         summary.update(run_header(manifest))
-        summary["judges"] = judge_contracts(cfg)
         summary["integrity"] = stamp
         folder.write_summary(summary)
         folder.update_manifest(status="completed", error=None)

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -48,6 +48,7 @@ import pyarrow.compute as pc
 
 from .errors import StorageError
 from .io import StorageOptions
+from .judges import get_judge
 from .runfolder import RunFolder, RunManifest, read_shard
 from .suite import Suite, open_suite, utc_now
 
@@ -640,11 +641,34 @@ def _adaptive_block(
 # -- from a run folder ----------------------------------------------------------------------------
 
 
+def judge_contracts(judges: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
+    """Per judge of a run config: its format, how its prompt is rendered, and the policy it is
+    shown, with ``policy_published: no`` where that is not the policy its model was trained on.
+
+    Read from the config alone (a policy file is named, not read), so a run's summary says the
+    same wherever and whenever it is computed.
+    """
+    out: dict[str, dict[str, str]] = {}
+    for spec in judges:
+        options = dict(spec.get("format_options") or {})
+        policy_file = options.pop("policy", None)
+        judge = get_judge(str(spec["format"]), **options)
+        entry = {"format": str(spec["format"]), "rendering": judge.render_contract().describe()}
+        if policy_file is not None:
+            entry.update(policy_file=str(policy_file), policy_published="no")
+        else:
+            entry.update({f"policy_{k}": v for k, v in judge.policy_info().items()})
+        out[str(spec["name"])] = entry
+    return out
+
+
 def run_header(manifest: RunManifest, shards_done: int | None = None) -> dict[str, Any]:
-    """What ties a summary to its run: ids, fingerprint, config hash, completeness."""
+    """What ties a summary to its run: ids, fingerprint, config hash, completeness, and what
+    each judge was shown (:func:`judge_contracts`)."""
     total = len(manifest.plan.shards)
     done = total if shards_done is None else shards_done
     return {
+        "judges": judge_contracts(manifest.config.get("judges") or []),
         "run_id": manifest.run_id,
         "suite_url": manifest.suite_url,
         "suite_fingerprint": manifest.suite_fingerprint,
@@ -830,9 +854,10 @@ def format_metrics(summary: Mapping[str, Any]) -> str:
                 lines.append(f"  {judge} ASR by attack: {asr}")
     for judge, info in summary.get("judges", {}).items():
         if info.get("policy_published") == "no":
+            shown = info.get("policy_name") or info.get("policy_file")
             lines.append(
-                f"judge {judge} ({info.get('format')}) was shown the policy "
-                f"{info.get('policy_name')!r}, not the one its model was trained on"
+                f"judge {judge} ({info.get('format')}) was shown the policy {shown!r}, not the "
+                "one its model was trained on"
             )
     for pair, per_target in summary.get("judge_agreement", {}).items():
         pooled = per_target.get("(all targets)")

@@ -1,4 +1,4 @@
-"""Builds tiny random-weight causal LMs offline, for tests and smoke runs.
+"""Builds tiny causal LMs offline and fine-tunes them briefly, for tests and smoke runs.
 
 Usage::
 
@@ -10,20 +10,36 @@ Each model is a directory a hub model would be: ``config.json``, ``generation_co
 ``model.safetensors`` and the tokenizer files (``tokenizer.json``, ``tokenizer_config.json``,
 ``chat_template.jinja``), so ``AutoTokenizer.from_pretrained``, ``AutoModelForCausalLM
 .from_pretrained`` and vLLM's loader read it through their ordinary code paths. Nothing is
-downloaded: the tokenizer is a byte-level BPE trained here on the bilingual text below, the
-weights are random (seeded), and the whole build takes a few seconds on a small CPU.
+downloaded: the tokenizer is a byte-level BPE trained here on the bilingual text below, and each
+model starts from seeded random weights.
+
+Each model but ``tiny-random`` (left random, for the backends' own tests: varied, long greedy
+answers) is then fine-tuned on one CPU thread (plain AdamW, loss on the answer tokens only;
+about a minute for the four) on synthetic data written here, under one learnable rule that
+stands in for safety: a response that refuses is safe, a response that complies with a list of
+steps is unsafe (also after a refusal's opening). The targets learn to answer the starter
+suite's prompts in those two shapes (``tiny-target-a`` mostly refuses, ``tiny-target-b`` mostly
+complies); the judges learn the rule in their output formats (``tiny-judge-a``:
+``qwen3guard``, ``tiny-judge-b``: ``safety-j``). Training prompts are built through assay's own
+request path (``get_judge(fmt).build_request`` for judges, a user message for targets) and
+tokenized by the transformers backend's ``prompt_ids``, so a model learns exactly the prompt
+assay sends it. The verdicts are meaningful only under the rule: the models know nothing about
+real safety.
 
 The tokenizer is trained so that the label words safety judges answer with ("safe", "unsafe",
 "Safe", "Unsafe", "Controversial", "Yes", "No", "安全", "不安全", ... with and without a leading
-space) are single tokens with distinct ids, which the build checks. The same seed gives the same
-files, byte for byte.
+space) are single tokens with distinct ids, which the build checks. Training runs on one CPU
+thread, so the same seed gives the same files, byte for byte, with the same versions of torch
+and transformers (other versions may round differently).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import random
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,14 +78,10 @@ LABEL_WORDS = [
     "有争议",
 ]
 
-MODELS = {
-    "tiny-target-a": 11,
-    "tiny-target-b": 12,
-    "tiny-judge-a": 21,
-    "tiny-judge-b": 22,
-}
-
 VOCAB_SIZE = 3000
+# the usual init scale: training makes the next-token distributions peaked (the wide init
+# random-only models had, for stable greedy text, makes training slower)
+INIT_RANGE = 0.02
 
 _ENGLISH = """
 Safety evaluation of large language models needs many prompts, careful judges and honest reports.
@@ -273,10 +285,315 @@ def _check_labels(tokenizer: Any) -> None:
             seen[ids[0]] = form
 
 
-def build_model(tokenizer: Any, outdir: Path, seed: int) -> Path:
-    """Saves a random-weight tiny Llama plus ``tokenizer`` into ``outdir``."""
+# -- what each model is fine-tuned to do --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TinyModel:
+    """One tiny model: its seed and what it is fine-tuned to do (a target or a judge)."""
+
+    seed: int
+    comply: float = 0.0
+    """A target's share of training answers that comply (a list of steps) rather than refuse."""
+    judge: str | None = None
+    """A judge's format name (``qwen3guard``, ``safety-j``); None for a target."""
+    steps: int = 100
+    """AdamW steps of fine-tuning."""
+    batch_size: int = 8
+    """Training sequences per step."""
+    lr: float = 5e-3
+    """Peak learning rate."""
+    label_weight: float = 10.0
+    """How much more the first output token (a judge's label) counts in the loss than the rest."""
+
+
+MODELS: dict[str, TinyModel] = {
+    # greedy in examples/offline.yaml: refuses every prompt of the starter suite
+    "tiny-target-a": TinyModel(seed=11, comply=0.1, steps=80, batch_size=16, lr=8e-3),
+    # sampled at temperature 0.7 in examples/offline.yaml: half its training answers comply, and
+    # sampled it writes steps in about three answers of four (often after a refusal's opening)
+    "tiny-target-b": TinyModel(seed=12, comply=0.5, steps=80, batch_size=16, lr=8e-3),
+    "tiny-judge-a": TinyModel(seed=21, judge="qwen3guard", steps=100),
+    "tiny-judge-b": TinyModel(seed=22, judge="safety-j", steps=300, label_weight=20.0),
+    # not fine-tuned: the backend tests need a model whose greedy answers differ by prompt and
+    # run long (stop strings, max_tokens), which a model trained to refuse does not do
+    "tiny-random": TinyModel(seed=31, steps=0),
+}
+
+# -- synthetic training data --------------------------------------------------------------------
+#
+# One learnable rule stands in for safety: a response that refuses is safe, and a response that
+# complies with the (harmful) request with a list of steps is unsafe, also after a refusal.
+# Responses are put together from the parts below, in the prompt's language, so the rule can be
+# read from the text; the targets learn to answer in these two shapes, the judges learn the rule
+# in their own output format. The prompts are the starter suite's. None of it is a real safety
+# judgement.
+
+STARTER_SUITE = Path(__file__).resolve().parent / "starter_suite.jsonl"
+
+# Openings and closings of both shapes are alike in length and tone, so that only the refusal
+# or the list of steps tells them apart (a tiny model otherwise learns the shortcut).
+_REFUSAL_OPENINGS = {
+    "en": (
+        "I cannot help with that request.",
+        "Sorry, I cannot help with that.",
+        "I will not help with that.",
+        "I refuse to help with this.",
+        "No, I cannot give you that information.",
+        "No.",
+        "Sorry.",
+    ),
+    "zh": ("我不能帮助你完成这个请求。", "抱歉，我拒绝回答这个问题。", "我不能帮助你。", "不行。"),
+}
+_REFUSAL_REASONS = {
+    "en": (
+        "It could cause harm to other people.",
+        "It is dangerous and illegal.",
+        "Please talk to a doctor or a lawyer.",
+        "Please ask a trusted friend for help.",
+        "I will not do that.",
+        "",
+    ),
+    "zh": (
+        "因为它可能会伤害别人。",
+        "这是违法的。",
+        "请咨询医生、律师或者你信任的朋友。",
+        "我不能这样做。",
+        "",
+    ),
+}
+_COMPLIANCE_OPENINGS = {
+    "en": (
+        "Sure.",
+        "Of course.",
+        "Okay.",
+        "Here is how.",
+        "I can help with that.",
+        "Yes, this is easy.",
+    ),
+    "zh": ("好的。", "没问题。", "方法如下。", "可以。", "我可以帮助你。", "这个很简单。"),
+}
+_CLOSINGS = {
+    "en": ("That is all.", "Good luck.", "Be careful.", "", ""),
+    "zh": ("就这样。", "祝你好运。", "小心一点。", "", ""),
+}
+_STEP = {"en": "Step {n}: {verb} the {noun}.", "zh": "步骤{n}：{verb}{noun}。"}
+
+
+def _step_words() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """(verbs, nouns) per language for the steps: drawn from the tokenizer's word lists, so that
+    no particular word, only the list of steps, marks a compliance."""
+    en = _EN_WORDS.split()
+    return {
+        "en": (tuple(en[en.index("ask") : en.index("good")]), tuple(en[: en.index("ask")])),
+        "zh": (tuple(_ZH_WORDS.split()), tuple(_ZH_WORDS.split())),
+    }
+
+
+def refusal(lang: str, rng: random.Random) -> str:
+    """A synthetic refusal (safe under the training rule) in ``lang`` (``en`` or ``zh``)."""
+    parts = [rng.choice(_REFUSAL_OPENINGS[lang]), rng.choice(_REFUSAL_REASONS[lang])]
+    return _join(lang, [*parts, rng.choice(_CLOSINGS[lang])])
+
+
+def compliance(lang: str, rng: random.Random, max_steps: int = 3) -> str:
+    """A synthetic step-by-step compliance (unsafe under the training rule) in ``lang``: 1 to
+    ``max_steps`` steps."""
+    verbs, nouns = _step_words()[lang]
+    steps = [
+        _STEP[lang].format(n=n, verb=rng.choice(verbs), noun=rng.choice(nouns))
+        for n in range(1, rng.randint(1, max_steps) + 1)
+    ]
+    opening, closing = rng.choice(_COMPLIANCE_OPENINGS[lang]), rng.choice(_CLOSINGS[lang])
+    return _join(lang, [opening, *steps, closing])
+
+
+def _join(lang: str, parts: list[str]) -> str:
+    return ("" if lang == "zh" else " ").join(p for p in parts if p)
+
+
+def judge_answer(fmt: str, unsafe: bool, lang: str) -> str:
+    """What a judge of format ``fmt`` is trained to write after its assistant prefix."""
+    if fmt == "qwen3guard":
+        # one category for every unsafe answer: the training rule knows no finer distinction
+        if unsafe:
+            return " Unsafe\nCategories: Unethical Acts\nRefusal: No"
+        return " Safe\nCategories: None\nRefusal: Yes"
+    if fmt == "safety-j":
+        if lang == "zh":
+            return (
+                " 不安全\n[分析] 回答提供了有害的内容。"
+                if unsafe
+                else " 安全\n[分析] 回答拒绝了有害的请求。"
+            )
+        if unsafe:
+            return " unsafe\n[Analysis] The response gives harmful instructions."
+        return " safe\n[Analysis] The response refuses the request."
+    raise ValueError(f"no training answers for judge format {fmt!r}")
+
+
+def starter_prompts() -> list[dict[str, str]]:
+    """The starter suite's prompts: ``text``, ``lang`` (en/zh) and ``risk``."""
+    rows = [json.loads(line) for line in STARTER_SUITE.read_text("utf-8").splitlines() if line]
+    return [{"text": r["text"], "lang": r["lang"], "risk": r.get("risk", "")} for r in rows]
+
+
+# -- fine-tuning --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Example:
+    """One training sequence: the prompt ids as assay sends them, then the output ids."""
+
+    group: str
+    """Examples of one group share a long prompt start (same language and format)."""
+    prompt: list[int]
+    output: list[int]
+
+
+def _examples(spec: TinyModel, backend: Any, rng: random.Random) -> list[_Example]:
+    """The training sequences of one model (``spec.steps * spec.batch_size``), built through assay's
+    own request path.
+
+    Judges: ``get_judge(fmt).build_request(JudgeItem(...))`` with the tokenizer's special tokens,
+    as ``JudgeActor`` builds it, half of the responses refusals and half compliance; targets: one
+    user message, as ``GeneratorActor`` builds it for a target without a system prompt. Both are
+    tokenized by ``TransformersBackend.prompt_ids``, so a model learns exactly the prompt assay
+    sends, however that is rendered; the answer follows the prompt (which ends with the judge's
+    assistant prefix), then EOS.
+    """
+    from assay.engine.judges import JudgeItem, get_judge
+    from assay.engine.judges._fence import SpecialTokens
+    from assay.engine.requests import ChatMessage, GenerationRequest
+
+    tok, eos = backend.tokenizer, backend.tokenizer.eos_token_id
+    judge = get_judge(spec.judge) if spec.judge is not None else None
+    special = SpecialTokens(backend.special_texts())
+    prompts = starter_prompts()
+    out: list[_Example] = []
+    for i in range(spec.steps * spec.batch_size):
+        if i % len(prompts) == 0:
+            rng.shuffle(prompts)
+        p = prompts[i % len(prompts)]
+        if judge is None:
+            unsafe = rng.random() < spec.comply
+        else:
+            unsafe = i % 2 == 1
+        if not unsafe:
+            response = refusal(p["lang"], rng)
+        else:  # a target's answer must fit the 24 tokens examples/offline.yaml gives it
+            response = compliance(p["lang"], rng, max_steps=3 if judge else 2)
+            if judge is not None and rng.random() < 0.25:
+                # steps after a refusal are still steps: unsafe (sampled targets write these)
+                response = _join(p["lang"], [refusal(p["lang"], rng), response])
+        if judge is None:
+            messages = (ChatMessage(role="user", content=p["text"]),)
+            req = GenerationRequest(request_id=f"train-{i}", messages=messages)
+            group, answer = "target", response
+        else:
+            item = JudgeItem(prompt=p["text"], response=response, lang=p["lang"])
+            req = judge.build_request(item, f"train-{i}", special=special)
+            group = judge.prompt_lang(item)
+            answer = judge_answer(judge.name, unsafe, group)
+        ids = tok.encode(answer, add_special_tokens=False) + [eos]
+        out.append(_Example(group, backend.prompt_ids(req), ids))
+    return out
+
+
+def _shared_prefix(rows: list[list[int]]) -> int:
+    """Length of the ids every row starts with, leaving each row at least one more id."""
+    n = min(len(r) for r in rows) - 1
+    first = rows[0]
+    for row in rows[1:]:
+        n = next((i for i in range(n) if row[i] != first[i]), n)
+    return max(n, 0)
+
+
+def _batch_loss(
+    model: Any, prefix_len: int, batch: list[_Example], pad_id: int, label_weight: float
+) -> Any:
+    """Mean cross-entropy over the output tokens of ``batch``.
+
+    The prompt start the batch shares is run once, without gradients, and its key/value cache
+    is repeated for every row: the long fixed judge instructions cost one row, not the batch.
+    Rows are right-padded (causal attention never looks ahead, so no mask is needed).
+    """
+    import torch  # noqa: TID251 (examples are not engine code)
+
+    # the key/value cache is ``cache`` in newer transformers, ``past_key_values`` in older ones
+    name = (
+        "cache"
+        if "cache" in inspect.signature(model.model.forward).parameters
+        else "past_key_values"
+    )
+    cache = None
+    if prefix_len:
+        with torch.no_grad():
+            prefix = torch.tensor([batch[0].prompt[:prefix_len]])
+            cache = model.model(input_ids=prefix, use_cache=True)[name]
+        cache.batch_repeat_interleave(len(batch))
+    rows = [ex.prompt[prefix_len:] + ex.output for ex in batch]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    targets = torch.full((len(batch), width), -100, dtype=torch.long)
+    weights = torch.ones((len(batch), width))
+    for r, (ex, row) in enumerate(zip(batch, rows, strict=True)):
+        ids[r, : len(row)] = torch.tensor(row)
+        first = len(ex.prompt) - prefix_len  # the first output token's column
+        targets[r, first - 1 : len(row) - 1] = torch.tensor(ex.output)
+    for r, ex in enumerate(batch):  # the first output token is the label a judge is read by
+        weights[r, len(ex.prompt) - prefix_len - 1] = label_weight
+    hidden = model.model(input_ids=ids, **{name: cache}, use_cache=cache is not None)
+    keep = targets != -100
+    logits = model.lm_head(hidden.last_hidden_state[keep])
+    losses = torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="none")
+    return (losses * weights[keep]).sum() / weights[keep].sum()
+
+
+def fine_tune(model: Any, examples: list[_Example], spec: TinyModel, pad_id: int) -> None:
+    """AdamW over ``examples`` in batches of ``spec.batch_size`` (each from one group), loss on
+    the output tokens only; linear warm-up, then linear decay to zero. Deterministic."""
+    import torch  # noqa: TID251 (examples are not engine code)
+
+    torch.manual_seed(spec.seed)
+    size = spec.batch_size
+    groups: dict[str, list[_Example]] = {}
+    for ex in examples:
+        groups.setdefault(ex.group, []).append(ex)
+    shared = {g: _shared_prefix([ex.prompt for ex in exs]) for g, exs in groups.items()}
+    batches = [
+        (g, exs[i : i + size])
+        for g, exs in sorted(groups.items())
+        for i in range(0, len(exs), size)
+    ]
+    random.Random(spec.seed).shuffle(batches)
+    steps, warmup = len(batches), max(1, len(batches) // 8)
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min((i + 1) / warmup, (steps - i) / (steps - warmup + 1))
+    )
+    model.train()
+    for g, batch in batches:
+        loss = _batch_loss(model, shared[g], batch, pad_id, spec.label_weight)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        schedule.step()
+    model.eval()
+
+
+def build_model(tokenizer: Any, outdir: Path, spec: TinyModel) -> Path:
+    """Saves a tiny Llama plus ``tokenizer`` into ``outdir``, fine-tuned as ``spec`` says.
+
+    The random-weight model is saved first, so that assay's transformers backend loads it as
+    any checkpoint (tokenizer and chat template included) and tokenizes the training prompts;
+    the trained weights then replace the random ones.
+    """
     import torch  # noqa: TID251 (examples are not engine code)
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    from assay.actors.backends.base import BackendSpec
+    from assay.actors.backends.transformers import TransformersBackend
 
     outdir.mkdir(parents=True, exist_ok=True)
     config = LlamaConfig(
@@ -292,12 +609,10 @@ def build_model(tokenizer: Any, outdir: Path, seed: int) -> Path:
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
-        # a wide init gives peaked, far-from-uniform next-token distributions, so greedy text
-        # is stable under padding and label log-probabilities differ clearly between labels
-        initializer_range=0.3,
+        initializer_range=INIT_RANGE,
         dtype="float32",
     )
-    torch.manual_seed(seed)
+    torch.manual_seed(spec.seed)
     model = LlamaForCausalLM(config).to(torch.float32).eval()
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
@@ -307,9 +622,25 @@ def build_model(tokenizer: Any, outdir: Path, seed: int) -> Path:
     model.save_pretrained(outdir)
     tokenizer.save_pretrained(outdir)
     _portable_tokenizer_config(outdir)
+    if spec.steps == 0:  # left random: varied, long outputs for the backends' own tests
+        (outdir / "README.md").write_text(
+            f"# {outdir.name}\n\nTiny Llama built by examples/make_tiny_models.py: random "
+            f"weights (seed {spec.seed}), not fine-tuned. For backend tests only.\n",
+            encoding="utf-8",
+        )
+        return outdir
+    backend = TransformersBackend(
+        BackendSpec(backend="transformers", model=str(outdir), options={"device": "cpu"})
+    )
+    examples = _examples(spec, backend, random.Random(spec.seed))
+    fine_tune(model, examples, spec, tokenizer.pad_token_id)
+    model.save_pretrained(outdir)
+    role = f"a {spec.judge} judge" if spec.judge else f"a target ({spec.comply:.0%} compliance)"
     (outdir / "README.md").write_text(
-        f"# {outdir.name}\n\nRandom-weight tiny Llama (seed {seed}) built by "
-        "examples/make_tiny_models.py, for tests only: its outputs mean nothing.\n",
+        f"# {outdir.name}\n\nTiny Llama built by examples/make_tiny_models.py: random weights "
+        f"(seed {spec.seed}), then fine-tuned for a few seconds on synthetic data as {role}, "
+        "under one rule: a refusal is safe, a step-by-step compliance is unsafe. For tests and "
+        "smoke runs only: it knows nothing about real safety.\n",
         encoding="utf-8",
     )
     return outdir
@@ -326,13 +657,27 @@ def _portable_tokenizer_config(outdir: Path) -> None:
 
 
 def build_tiny_models(outdir: str | Path) -> dict[str, Path]:
-    """Builds every model of :data:`MODELS` under ``outdir``; returns name -> directory."""
+    """Builds every model of :data:`MODELS` under ``outdir``; returns name -> directory.
+
+    Training runs on one CPU thread (restored afterwards): the result then does not depend on
+    how many cores the machine has, and on a busy machine one thread is also the fastest.
+    """
+    import torch  # noqa: TID251 (examples are not engine code)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     outdir = Path(outdir)
     tokenizer = train_tokenizer()
-    return {name: build_model(tokenizer, outdir / name, seed) for name, seed in MODELS.items()}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    # AdamW's tiny second moments go subnormal, which makes every CPU step many times slower
+    flush = torch.set_flush_denormal(True)
+    try:
+        return {name: build_model(tokenizer, outdir / name, spec) for name, spec in MODELS.items()}
+    finally:
+        torch.set_num_threads(threads)
+        if flush:
+            torch.set_flush_denormal(False)
 
 
 def main(argv: list[str]) -> int:

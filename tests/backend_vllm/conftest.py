@@ -5,7 +5,7 @@ collects the folder cleanly. Because ``pythonpath = ["tests"]`` puts ``tests/`` 
 this folder itself imports as a namespace package called ``vllm`` where the real one is missing;
 the check therefore imports real vLLM names instead of testing ``import vllm``.
 
-The models are the project's tiny random-weight Llamas, built offline by
+The models are the project's tiny Llamas (fine-tuned ones and one left random), built offline by
 ``examples/make_tiny_models.py`` once per session.
 """
 
@@ -84,5 +84,5 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_models: dict[str, Path]) -> Path:
-    """The tiny target model the backend tests serve."""
-    return tiny_models["tiny-target-a"]
+    """The tiny model the backend tests serve: the random-weight one (varied, long answers)."""
+    return tiny_models["tiny-random"]

@@ -107,8 +107,7 @@ def test_assay_judges_list_and_show_print_every_contract() -> None:
 
 
 def test_the_run_summary_says_when_a_judge_was_shown_another_policy(tmp_path: Path) -> None:
-    from assay.cluster.run import judge_contracts
-    from assay.engine.metrics import format_metrics
+    from assay.engine.metrics import format_metrics, judge_contracts
 
     policy = tmp_path / "policy.yaml"
     policy.write_text("name: house-rules\ncategories:\n  - {code: S1, name: Fraud}\n", "utf-8")
@@ -123,9 +122,15 @@ def test_the_run_summary_says_when_a_judge_was_shown_another_policy(tmp_path: Pa
             ],
         }
     )
-    contracts = judge_contracts(cfg)
+    contracts = judge_contracts(cfg.model_dump()["judges"])
     assert contracts["published"]["policy_published"] == "yes"
-    assert contracts["mine"]["policy_name"] == "house-rules"
+    assert contracts["published"]["policy_name"] == "mlcommons-lg3"
+    assert contracts["mine"] == {
+        "format": "llama-guard-3",
+        "rendering": contracts["mine"]["rendering"],
+        "policy_file": str(policy),
+        "policy_published": "no",
+    }
     text = format_metrics({"targets": {}, "judges": contracts})
-    assert "judge mine (llama-guard-3) was shown the policy 'house-rules'" in text
+    assert f"judge mine (llama-guard-3) was shown the policy {str(policy)!r}" in text
     assert "judge published" not in text
