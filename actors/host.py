@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 
+from assay.engine import retry
 from assay.engine.errors import FatalError
 from assay.engine.requests import GenerationRequest, GenerationResult
 
@@ -75,6 +75,8 @@ class ModelHost:
         self.gate = Gate(max_in_flight)
         self.max_retries = max_retries
         self.backoff_s = backoff_s
+        # retries bound by count alone (no cap, no deadline), as max_retries always meant
+        self.retry_policy = retry.RetryPolicy.from_retries(max_retries, backoff_s)
         self.requests_done = 0
 
     async def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
@@ -92,32 +94,37 @@ class ModelHost:
             await self.gate.release(len(requests))
 
     async def _with_retries(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        attempt = 0
-        while True:
-            try:
-                results = await self.backend.generate(requests)
-                _check_results(requests, results, self.name)
-                self.requests_done += len(requests)
-                return results
-            except FatalError:
-                raise
-            except Exception as exc:
-                if attempt >= self.max_retries:
-                    raise FatalError(
-                        f"{self.name} ({self.spec.model}): backend call failed after "
-                        f"{attempt + 1} attempts: {type(exc).__name__}: {exc}"
-                    ) from exc
-                delay = self.backoff_s * (2**attempt) * (0.5 + random.random() / 2)
-                log.warning(
-                    "%s: backend call failed (%s), retry %d/%d in %.1fs",
-                    self.name,
-                    type(exc).__name__,
-                    attempt + 1,
-                    self.max_retries,
-                    delay,
-                )
-                attempt += 1
-                await asyncio.sleep(delay)
+        async def once() -> list[GenerationResult]:
+            results = await self.backend.generate(requests)
+            _check_results(requests, results, self.name)
+            return results
+
+        def log_retry(r: retry.Retry) -> None:
+            log.warning(
+                "%s: backend call failed (%s), retry %d/%d in %.1fs",
+                self.name,
+                type(r.error).__name__,
+                r.number,
+                self.max_retries,
+                r.delay,
+            )
+
+        def give_up(exc: BaseException, state: retry.RetryState) -> BaseException:
+            return FatalError(
+                f"{self.name} ({self.spec.model}): backend call failed after "
+                f"{state.tries} attempts: {type(exc).__name__}: {exc}"
+            )
+
+        results = await retry.acall(
+            once,
+            self.retry_policy,
+            # everything but a FatalError: a backend's own errors are not classified
+            retryable=lambda exc: retry.is_retryable(exc, default=True),
+            before_sleep=log_retry,
+            give_up=give_up,
+        )
+        self.requests_done += len(requests)
+        return results
 
     async def close(self) -> None:
         """Releases the backend."""

@@ -36,7 +36,10 @@ from assay.actors.backends.templates import (  # noqa: E402
 )
 from assay.engine.judges import JudgeItem, get_judge  # noqa: E402
 
-WORDS = "the model answers a question about safety locks chemistry code history policy".split()
+WORDS = [
+    *("the", "model", "answers", "a", "question", "about", "safety"),
+    *("locks", "chemistry", "code", "history", "policy"),
+]
 
 
 def _items(n: int, rng: random.Random) -> list[JudgeItem]:

@@ -178,7 +178,7 @@ def import_cmd(
         source=source,
         output=output,
         name=name,
-        on_error=on_error,  # type: ignore[arg-type]
+        on_error=on_error,
         max_chars=max_chars,
         lang=lang,
         mapping={k: str(v) for k, v in _parse_pairs(mapping, "--map").items()},
@@ -541,7 +541,7 @@ def select_cmd(
     plan.extend(_parse_step(s) for s in steps)
     if not plan:
         raise click.UsageError("give at least one step (--step or --plan)")
-    spec = ExecutorSpec(kind=executor, address=os.environ.get("RAY_ADDRESS"))  # type: ignore[arg-type]
+    spec = ExecutorSpec(kind=executor, address=os.environ.get("RAY_ADDRESS"))
     report = select(
         suite_url,
         output,

@@ -66,7 +66,7 @@ def register(cli: click.Group) -> None:
         )
         if card.policy:
             published = "published" if card.policy.get("published") == "yes" else "NOT published"
-            name, source = card.policy.get("name"), card.policy.get("source")
-            click.echo(f"  policy      {name} ({published}): {source}")
+            policy, source = card.policy.get("name"), card.policy.get("source")
+            click.echo(f"  policy      {policy} ({published}): {source}")
         for key, option in card.options.items():
             click.echo(f"  option {key} = {option['default']!r}: {option['description']}")

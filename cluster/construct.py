@@ -229,7 +229,11 @@ async def _attack(
     templated = [n for n in names if not (use_generator and n in rewrite)]
     executor = make_executor(cfg.executor)
     try:
-        pool = await _generator_pool(executor, cfg.generator, cfg) if use_generator else None
+        pool = (
+            await _generator_pool(executor, cfg.generator, cfg)
+            if use_generator and cfg.generator is not None  # use_generator implies it; for mypy
+            else None
+        )
         run_task = _task_runner(cfg.executor.kind == "ray")
         loop = asyncio.get_running_loop()
         by_attack: Counter[str] = Counter()
@@ -385,7 +389,8 @@ def _parallelism(use_ray: bool) -> int:
         return 1
     import ray
 
-    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+    resources = ray.cluster_resources()  # type: ignore[no-untyped-call]  # ray: unannotated
+    return max(1, int(resources.get("CPU", 1)))
 
 
 def _task_runner(use_ray: bool) -> Callable[..., Awaitable[Any]]:

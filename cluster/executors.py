@@ -247,7 +247,7 @@ class RayExecutor:
         from ray.util.placement_group import placement_group, remove_placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        cls = ray.remote(_actor_class(kind))
+        cls: Any = ray.remote(_actor_class(kind))  # an ActorClass; its .options is untyped
         placement = placement_for(spec, max_concurrency=max(4, spec.max_in_flight))
         groups: list[Any] = []
         if placement.bundles is not None:
@@ -266,7 +266,7 @@ class RayExecutor:
                     f"{kind} {spec.name!r}: {spec.resources.replicas} placement group(s) of "
                     f"{placement.bundles} ({placement.strategy}) not available after "
                     f"{self.placement_timeout_s:.0f} s; cluster resources: "
-                    f"{ray.cluster_resources()}"
+                    f"{ray.cluster_resources()}"  # type: ignore[no-untyped-call]  # ray: unannotated
                 ) from exc
 
         def spawn(i: int) -> Any:
@@ -277,9 +277,7 @@ class RayExecutor:
                     placement_group_bundle_index=0,
                     placement_group_capture_child_tasks=True,
                 )
-            return cls.options(**options).remote(  # type: ignore[attr-defined]
-                spec, max_retries, backoff_s
-            )
+            return cls.options(**options).remote(spec, max_retries, backoff_s)
 
         actors = [spawn(i) for i in range(spec.resources.replicas)]
         try:

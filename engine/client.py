@@ -12,16 +12,15 @@
 at most the service's ``max_items_per_request`` (read once from ``/v1/judges``, or given), send
 up to ``concurrency`` of them at once and return the verdicts in the input order. A 429 or 503
 answer, a dropped connection or a timeout is retried with exponential backoff and jitter,
-waiting at least the Retry-After the service sends. Errors that retrying does not fix raise at
-once: :class:`AuthError` (401/403), :class:`RequestTooLargeError` (413), :class:`ServiceError`
-(any other answer). Scoring has no side effects, so a retried request is safe.
+waiting at least the Retry-After the service sends (seconds or an HTTP date; the policy is a
+:class:`~.retry.RetryPolicy`). Errors that retrying does not fix raise at once:
+:class:`AuthError` (401/403), :class:`RequestTooLargeError` (413), :class:`ServiceError` (any
+other answer). Scoring has no side effects, so a retried request is safe.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import random
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -34,6 +33,7 @@ from pydantic import ValidationError
 
 from .errors import AssayError
 from .records import Verdict
+from .retry import RetryPolicy, RetryState, is_retryable_status, parse_retry_after
 from .service import JudgesResponse, Readiness, ScoreItem, ScoreResponse
 
 ItemLike = ScoreItem | Mapping[str, Any]
@@ -84,20 +84,27 @@ class _Policy:
         self.judge = judge
         self.timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0))
         self.max_retries = max_retries
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
+        # waits at least the service's Retry-After, however long (max_backoff_s caps the backoff)
+        self.retry = RetryPolicy.from_retries(max_retries, backoff_s, max_s=max_backoff_s)
         self.batch_size = batch_size
         self.concurrency = concurrency
 
-    def delay(self, attempt: int, retry_after: str | None) -> float:
-        """Seconds before retry number ``attempt`` (0-based): exponential with jitter, at
-        least the service's Retry-After."""
-        backoff = min(self.max_backoff_s, self.backoff_s * 2**attempt)
-        wait: float = backoff * (0.5 + random.random() / 2)
-        if retry_after:
-            with contextlib.suppress(ValueError):  # an HTTP date: the backoff alone
-                wait = max(wait, float(retry_after))
-        return wait
+    def wait(self, state: RetryState, response: httpx.Response | None) -> float | None:
+        """The wait before the next try after a retryable failure (``response`` None: a
+        transport error), at least the service's Retry-After; None when retries ran out."""
+        retry_after = None if response is None else response.headers.get("Retry-After")
+        return state.next_wait(parse_retry_after(retry_after))
+
+    def retried(self, response: httpx.Response) -> bool:
+        """Whether an answer is worth another try (429, 502, 503, 504)."""
+        return is_retryable_status(response.status_code, RETRY_STATUS)
+
+    def gave_up(self, method: str, path: str, exc: Exception, state: RetryState) -> ServiceError:
+        """The error of a transport failure that outlasted the retries."""
+        return ServiceError(
+            f"{method} {self.base}{path}: {type(exc).__name__}: {exc} "
+            f"(after {state.tries} attempts)"
+        )
 
     def chunks(self, items: Sequence[ItemLike], size: int) -> list[list[dict[str, Any]]]:
         bodies = [
@@ -215,22 +222,21 @@ class Client:
         self._lock = threading.Lock()
 
     def _send(self, method: str, path: str, json: Any = None) -> httpx.Response:
-        attempt = 0
+        state = self._p.retry.start()
         while True:
             try:
                 response = self._http.request(method, path, json=json)
-                if response.status_code not in RETRY_STATUS or attempt >= self._p.max_retries:
-                    return response
-                retry_after = response.headers.get("Retry-After")
             except _TRANSPORT_ERRORS as exc:
-                if attempt >= self._p.max_retries:
-                    raise ServiceError(
-                        f"{method} {self._p.base}{path}: {type(exc).__name__}: {exc} "
-                        f"(after {attempt + 1} attempts)"
-                    ) from exc
-                retry_after = None
-            time.sleep(self._p.delay(attempt, retry_after))
-            attempt += 1
+                delay = self._p.wait(state, None)
+                if delay is None:
+                    raise self._p.gave_up(method, path, exc, state) from exc
+            else:
+                if not self._p.retried(response):
+                    return response
+                delay = self._p.wait(state, response)
+                if delay is None:
+                    return response
+            time.sleep(delay)
 
     def _batch_size(self) -> int:
         with self._lock:
@@ -336,22 +342,21 @@ class AsyncClient:
         self._lock = asyncio.Lock()
 
     async def _send(self, method: str, path: str, json: Any = None) -> httpx.Response:
-        attempt = 0
+        state = self._p.retry.start()
         while True:
             try:
                 response = await self._http.request(method, path, json=json)
-                if response.status_code not in RETRY_STATUS or attempt >= self._p.max_retries:
-                    return response
-                retry_after = response.headers.get("Retry-After")
             except _TRANSPORT_ERRORS as exc:
-                if attempt >= self._p.max_retries:
-                    raise ServiceError(
-                        f"{method} {self._p.base}{path}: {type(exc).__name__}: {exc} "
-                        f"(after {attempt + 1} attempts)"
-                    ) from exc
-                retry_after = None
-            await asyncio.sleep(self._p.delay(attempt, retry_after))
-            attempt += 1
+                delay = self._p.wait(state, None)
+                if delay is None:
+                    raise self._p.gave_up(method, path, exc, state) from exc
+            else:
+                if not self._p.retried(response):
+                    return response
+                delay = self._p.wait(state, response)
+                if delay is None:
+                    return response
+            await asyncio.sleep(delay)
 
     async def _batch_size(self) -> int:
         async with self._lock:

@@ -25,18 +25,15 @@ used as they are: no wrapper, no retries.
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
 import json
 import logging
-import os
 import posixpath
-import random
 import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any, TypeVar
@@ -46,7 +43,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
-from .errors import ConfigError, StorageError
+from .errors import StorageError
+from .retry import (
+    PERMANENT_ERRORS,
+    STORAGE_ENV_PREFIX,
+    RetryPolicy,
+    error_chain,
+    http_status_of,
+    is_transient,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,72 +62,16 @@ _RENAME_PROTOCOLS = {"file", "local", "memory"}
 
 
 # -- retry policy ----------------------------------------------------------------------------------
+# The policy type, the transient-error classifier and the backoff arithmetic live in .retry (one
+# policy for storage, backends and HTTP clients); what is storage's own is below: the defaults
+# (RetryPolicy's, overridable with ASSAY_STORAGE_RETRY_* or set_retry_policy), the log lines and
+# the errors that name the URL.
 
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How storage calls on object stores ride out transient errors.
-
-    A call is tried up to ``attempts`` times; the wait before retry ``n`` (1-based) is
-    ``min(max_s, base_s * 2**(n-1))`` scaled by a random factor in [0.5, 1] (jitter, so many
-    workers do not retry in lockstep), and no retry starts after ``deadline_s`` seconds from the
-    first try. The defaults (20 tries, 0.5 s doubling to 8 s, 120 s) outlast an object store that
-    is away for a minute; each can be set in the environment (``ASSAY_STORAGE_RETRY_ATTEMPTS``,
-    ``..._BASE_S``, ``..._MAX_S``, ``..._DEADLINE_S``) or in code with :func:`set_retry_policy`.
-    """
-
-    attempts: int = 20
-    """Tries in all, the first included (1 turns retries off)."""
-    base_s: float = 0.5
-    """Wait before the first retry, doubling after each."""
-    max_s: float = 8.0
-    """Longest wait between two tries."""
-    deadline_s: float = 120.0
-    """No retry starts later than this many seconds after the first try."""
-
-    def __post_init__(self) -> None:
-        """Checks the values."""
-        if self.attempts < 1:
-            raise ConfigError(f"storage retry attempts must be at least 1, not {self.attempts}")
-        for name in ("base_s", "max_s", "deadline_s"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"storage retry {name} must not be negative")
-
-    def delay(self, retry: int) -> float:
-        """The wait before retry number ``retry`` (1-based), with jitter."""
-        ceiling = min(self.max_s, self.base_s * (2 ** min(retry - 1, 30)))
-        return float(ceiling * _random.uniform(0.5, 1.0))
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> RetryPolicy:
-        """The defaults, overridden by ``ASSAY_STORAGE_RETRY_*`` variables where set."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for name, kind in (("attempts", int), ("base_s", float), ("max_s", float)):
-            raw = env.get(f"{ENV_PREFIX}{name.upper()}")
-            if raw:
-                values[name] = _parse_env(name, raw, kind)
-        raw = env.get(f"{ENV_PREFIX}DEADLINE_S")
-        if raw:
-            values["deadline_s"] = _parse_env("deadline_s", raw, float)
-        return cls(**values)
-
-
-ENV_PREFIX = "ASSAY_STORAGE_RETRY_"
-_random = random.Random()
+ENV_PREFIX = STORAGE_ENV_PREFIX
 _policy_override: RetryPolicy | None = None
 # Indirections so tests can run the retry loop without waiting.
 _sleep: Callable[[float], None] = time.sleep
 _clock: Callable[[], float] = time.monotonic
-
-
-def _parse_env(name: str, raw: str, kind: type[int] | type[float]) -> Any:
-    try:
-        return kind(raw)
-    except ValueError:
-        raise ConfigError(
-            f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind.__name__}"
-        ) from None
 
 
 def retry_policy() -> RetryPolicy:
@@ -137,127 +86,6 @@ def set_retry_policy(policy: RetryPolicy | None) -> RetryPolicy | None:
     return old
 
 
-# -- which errors are transient --------------------------------------------------------------------
-
-# Exception classes (matched by name anywhere in the MRO, so neither botocore nor aiohttp has to be
-# importable here) that mean the request did not get a definite answer: try again.
-_TRANSIENT_NAMES = frozenset(
-    {
-        # botocore
-        "EndpointConnectionError",
-        "ConnectionClosedError",
-        "ConnectTimeoutError",
-        "ReadTimeoutError",
-        "ProxyConnectionError",
-        "HTTPClientError",
-        "ResponseStreamingError",
-        "IncompleteReadError",
-        "ResponseParserError",
-        # aiohttp / fsspec
-        "ClientConnectionError",
-        "ClientConnectorError",
-        "ServerDisconnectedError",
-        "ServerTimeoutError",
-        "ClientPayloadError",
-        "ClientOSError",
-        "FSTimeoutError",
-        # http.client (a truncated body)
-        "IncompleteRead",
-        "RemoteDisconnected",
-        # asyncio.TimeoutError and concurrent.futures.TimeoutError on Python 3.10
-        "TimeoutError",
-    }
-)
-_TRANSIENT_ERRNOS = frozenset(
-    {
-        errno.ECONNREFUSED,
-        errno.ECONNRESET,
-        errno.ECONNABORTED,
-        errno.ETIMEDOUT,
-        errno.EPIPE,
-        errno.EHOSTUNREACH,
-        errno.ENETUNREACH,
-        errno.ENETDOWN,
-        errno.ENETRESET,
-        errno.EAGAIN,
-        errno.EBUSY,  # s3fs: 503 Service Unavailable, SlowDown, 409 OperationAborted
-        getattr(errno, "EREMOTEIO", errno.EIO),  # s3fs: 500 InternalError
-    }
-)
-# S3 (and GCS, Azure) error codes that mean "later": throttling and server trouble.
-_TRANSIENT_CODES = frozenset(
-    {
-        "InternalError",
-        "ServiceUnavailable",
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestThrottled",
-        "RequestLimitExceeded",
-        "TooManyRequests",
-        "TooManyRequestsException",
-        "RequestTimeout",
-        "RequestTimeoutException",
-        "PriorRequestNotComplete",
-        "BandwidthLimitExceeded",
-        "OperationAborted",
-    }
-)
-# Errors that are definite answers even when something transient happened on the way to them.
-_PERMANENT = (
-    FileNotFoundError,
-    PermissionError,
-    FileExistsError,
-    IsADirectoryError,
-    NotADirectoryError,
-)
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen and len(seen) < 10:
-        seen.add(id(cur))
-        yield cur
-        cur = cur.__cause__ or cur.__context__
-
-
-def _http_status(exc: BaseException) -> tuple[int | None, str | None]:
-    """The HTTP status and error code of a botocore-style ClientError (or None, None)."""
-    response = getattr(exc, "response", None)
-    if not isinstance(response, dict):
-        return None, None
-    error = response.get("Error") or {}
-    meta = response.get("ResponseMetadata") or {}
-    code = error.get("Code")
-    status = meta.get("HTTPStatusCode")
-    if status is None and isinstance(code, str) and code.isdigit():
-        status = int(code)
-    return (int(status) if isinstance(status, int) else None), (str(code) if code else None)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether a storage error may go away by trying again (see the module docstring)."""
-    if isinstance(exc, _PERMANENT):
-        return False
-    for cur in _chain(exc):
-        if isinstance(cur, _PERMANENT):
-            return False
-        if isinstance(cur, (ConnectionError, TimeoutError)):  # refused, reset, broken pipe
-            return True
-        if any(k.__name__ in _TRANSIENT_NAMES for k in type(cur).__mro__):
-            return True
-        status, code = _http_status(cur)
-        if status is not None or code is not None:
-            return (status is not None and (status >= 500 or status == 429)) or (
-                code in _TRANSIENT_CODES
-            )
-        if isinstance(cur, OSError) and cur.errno in _TRANSIENT_ERRNOS:
-            return True
-    return False
-
-
 def _describe(exc: BaseException) -> str:
     """A one-line account of an error, with the storage error code where there is one."""
     text = str(exc).strip()
@@ -265,8 +93,8 @@ def _describe(exc: BaseException) -> str:
         text = ""  # s3fs's OSError(errno, None): the storage error code below says more
     if text in ("", "None"):
         text = ""
-    for cur in _chain(exc):
-        _, code = _http_status(cur)
+    for cur in error_chain(exc):
+        _, code = http_status_of(cur)
         if code and code not in text:
             text = f"{text} ({code})" if text else code
             break
@@ -281,7 +109,7 @@ def _named(exc: BaseException, op: str, url: str) -> BaseException:
     library rejected) become a :class:`StorageError`, which the CLI shows as one line.
     """
     message = f"{op} {url}: {_describe(exc)}"
-    if type(exc) in _PERMANENT:
+    if type(exc) in PERMANENT_ERRORS:
         if url in str(exc):
             return exc
         new: BaseException = type(exc)(message)
@@ -307,8 +135,7 @@ def call_with_retry(
     transient one that outlasts the policy becomes a :class:`StorageError`.
     """
     policy = policy or retry_policy()
-    start = _clock()
-    attempt = 1
+    state = policy.start(clock=_clock)
     while True:
         try:
             return fn()
@@ -318,26 +145,23 @@ def call_with_retry(
                 if named is exc:
                     raise
                 raise named from exc
-            elapsed = _clock() - start
-            left = policy.deadline_s - elapsed
-            if attempt >= policy.attempts or left <= 0:
+            delay = state.next_wait()
+            if delay is None:
                 raise StorageError(
-                    f"{op} {url} failed after {attempt} attempt(s) in {elapsed:.1f} s: "
+                    f"{op} {url} failed after {state.tries} attempt(s) in {state.elapsed:.1f} s: "
                     f"{type(exc).__name__}: {_describe(exc)}"
                 ) from exc
-            delay = min(policy.delay(attempt), left)
             log.warning(
                 "storage %s %s failed (%s: %s); retry %d/%d in %.1f s",
                 op,
                 url,
                 type(exc).__name__,
                 _describe(exc),
-                attempt,
+                state.retries,
                 policy.attempts - 1,
                 delay,
             )
             _sleep(delay)
-            attempt += 1
             if on_retry is not None:
                 on_retry()
 

@@ -105,7 +105,7 @@ def _resolve(name: str) -> BackendFactory:
         raise ConfigError(f"unknown backend {name!r}; known: {', '.join(backend_names())}")
     module, _, attr = target.partition(":")
     factory = getattr(importlib.import_module(module), attr)
-    return factory  # type: ignore[no-any-return]
+    return factory
 
 
 def create_backend(spec: BackendSpec) -> ModelBackend:

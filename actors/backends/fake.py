@@ -28,6 +28,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from assay.engine.errors import RetryableError
+from assay.engine.records import FinishReason
 from assay.engine.requests import GenerationRequest, GenerationResult
 
 from .base import BackendSpec
@@ -95,7 +96,7 @@ class FakeBackend:
         if reply is None:
             reply = f"FAKE {len(text)}: {text[-40:]}"
         words = reply.split()
-        finish = "stop"
+        finish: FinishReason = "stop"
         if len(words) > req.sampling.max_tokens:
             reply = " ".join(words[: req.sampling.max_tokens])
             finish = "length"
@@ -108,7 +109,7 @@ class FakeBackend:
         return GenerationResult(
             request_id=req.request_id,
             text=reply,
-            finish_reason=finish,  # type: ignore[arg-type]
+            finish_reason=finish,
             prompt_tokens=len(text.split()),
             output_tokens=min(len(words), req.sampling.max_tokens),
             label_logprobs=logprobs,

@@ -48,7 +48,8 @@ or ``▁`` from the token. Limits, stated plainly:
 
 **Failures.** HTTP 429, 5xx, connection errors and timeouts are retried up to ``max_retries``
 times with exponential backoff and jitter; a ``Retry-After`` header (seconds or an HTTP date)
-replaces the computed delay, capped at ``backoff_max_s``. Other 4xx answers are not retried. A
+replaces the computed delay, capped at ``backoff_max_s`` (a :class:`~assay.engine.retry.RetryPolicy`
+with ``retry_after="replace"``). Other 4xx answers are not retried. A
 request that still fails comes back with ``error`` set (status code and the server's message,
 truncated) and ``finish_reason="error"``; the batch never raises for it. ``latency_ms`` is the
 wall time of the whole request, retries and waits included.
@@ -67,12 +68,11 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from assay.engine import retry
 from assay.engine.errors import ConfigError, FatalError, MissingDependencyError
 from assay.engine.judges import FALLBACK_SPECIAL_TOKENS
 from assay.engine.requests import GenerationRequest, GenerationResult
@@ -358,6 +358,15 @@ class OpenAIBackend:
             trust_env=opts.trust_env,
         )
         self._rng = random.Random()
+        self._clock: Clock = clock or time.monotonic
+        # Retry-After replaces the computed wait; both capped at backoff_max_s (no deadline)
+        self._retry_policy = retry.RetryPolicy.from_retries(
+            opts.max_retries,
+            opts.backoff_base_s,
+            max_s=opts.backoff_max_s,
+            retry_after="replace",
+            retry_after_max_s=opts.backoff_max_s,
+        )
         self._closed = False
         self._warned_partial_ids = False
 
@@ -478,9 +487,9 @@ class OpenAIBackend:
     async def _post(self, path: str, body: dict[str, Any], request_id: str) -> dict[str, Any] | str:
         """The decoded JSON answer, or why the request failed (after retries where allowed)."""
         url = self._url(path)
-        attempts = self.options.max_retries + 1
+        state = self._retry_policy.start(clock=self._clock, rng=self._rng)
         reason = kind = ""
-        for attempt in range(1, attempts + 1):
+        while True:
             if self._limiter is not None:
                 await self._limiter.acquire()
             retry_after: float | None = None
@@ -505,34 +514,29 @@ class OpenAIBackend:
                         return data
                     kind = f"HTTP {status}"
                     reason = f"HTTP {status} from {url}: {_server_message(resp)}"
-                    if status != 429 and status < 500:
+                    if not retry.is_retryable_status(status):
                         logger.debug("openai backend: request %s failed: %s", request_id, reason)
                         return reason
-                    retry_after = _retry_after_s(resp.headers.get("retry-after"))
-            if attempt < attempts:
-                delay = self._backoff(attempt, retry_after)
-                logger.info(
-                    "openai backend: request %s attempt %d/%d failed (%s); retrying in %.2f s",
-                    request_id,
-                    attempt,
-                    attempts,
-                    kind,
-                    delay,
-                )
-                await self._sleep(delay)
+                    retry_after = retry.parse_retry_after(resp.headers.get("retry-after"))
+            delay = state.next_wait(retry_after)
+            if delay is None:
+                break
+            logger.info(
+                "openai backend: request %s attempt %d/%d failed (%s); retrying in %.2f s",
+                request_id,
+                state.retries,
+                self._retry_policy.attempts,
+                kind,
+                delay,
+            )
+            await self._sleep(delay)
         logger.warning(
-            "openai backend: request %s failed after %d attempt(s) (%s)", request_id, attempts, kind
+            "openai backend: request %s failed after %d attempt(s) (%s)",
+            request_id,
+            state.tries,
+            kind,
         )
-        return f"{reason} (gave up after {attempts} attempt(s))"
-
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        """Delay before retry number ``attempt`` (1-based): Retry-After if given, else
-        exponential with jitter in [half, full]; both capped at ``backoff_max_s``."""
-        cap = self.options.backoff_max_s
-        if retry_after is not None:
-            return min(retry_after, cap)
-        full = min(cap, self.options.backoff_base_s * 2.0 ** (attempt - 1))
-        return full * self._rng.uniform(0.5, 1.0)
+        return f"{reason} (gave up after {state.tries} attempt(s))"
 
     def _parse(
         self,
@@ -653,23 +657,6 @@ def _server_message(resp: httpx.Response) -> str:
         elif isinstance(err, str) and err:
             return _truncate(err)
     return _truncate(json.dumps(data))
-
-
-def _retry_after_s(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None if unusable."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = (when - datetime.now(timezone.utc)).total_seconds()
-    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def create(spec: BackendSpec) -> OpenAIBackend:

@@ -402,14 +402,17 @@ def _load(model: str, options: TransformersOptions, device: torch.device) -> tup
         )
     except Exception as exc:  # any loader failure is fatal: retrying will not fix it
         raise FatalError(f"cannot load model {model!r}: {type(exc).__name__}: {exc}") from exc
-    lm.to(device).eval()
+    # transformers types PreTrainedModel.to through functools.wraps(torch.nn.Module.to), so mypy
+    # sees the device as the wrapped function's `self`: a stub gap, not a wrong call.
+    lm.to(device).eval()  # type: ignore[arg-type]
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     # The request's SamplingParams are the whole decoding rule: a checkpoint's defaults
     # (sampling on, temperature 0.6, top_k 50, ...) must not leak in. Keep only its tokens.
     old = lm.generation_config
-    lm.generation_config = GenerationConfig(
+    # GenerationConfig.__init__(self, **kwargs) has no annotations in transformers.
+    lm.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
         bos_token_id=old.bos_token_id if old is not None else tokenizer.bos_token_id,
         eos_token_id=old.eos_token_id if old is not None else tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
