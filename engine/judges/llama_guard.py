@@ -233,6 +233,13 @@ class LlamaGuard4(_LlamaGuardFormat):
 
     name: ClassVar[str] = "llama-guard-4"
     according: ClassVar[str] = "according to our"
+    fence: ClassVar[Fence] = Fence(
+        tokens=(_CATEGORIES_START, _CATEGORIES_END, _CONVERSATION_START, _CONVERSATION_END),
+        labels=("Task:", "User:", "Agent:"),
+        # this template separates turns with a literal backslash-n pair, so untrusted text
+        # holding one before a turn label could open a turn without a line break
+        phrases=(_ASSESSMENT, "First line must read", "\\nAgent:", "\\nUser:"),
+    )
     builtin: ClassVar[str] = "mlcommons-lg4"
     rendering: ClassVar[Rendering] = Rendering(
         kind="plain",
