@@ -9,16 +9,14 @@ and prompt rendering for judges live in the actors, not here.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Callable
-from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from assay.engine.errors import ConfigError
 from assay.engine.judges import FALLBACK_SPECIAL_TOKENS
+from assay.engine.registry import Registry
 from assay.engine.requests import GenerationRequest, GenerationResult
 
 
@@ -70,44 +68,41 @@ async def special_texts(backend: ModelBackend) -> tuple[str, ...]:
     return tuple(texts)
 
 
-# name -> "module:attribute" of a factory, imported only when the backend is built
-_BUILTIN: dict[str, str] = {
-    "fake": "assay.actors.backends.fake:create",
-    "transformers": "assay.actors.backends.transformers:create",
-    "vllm": "assay.actors.backends.vllm:create",
-    "openai": "assay.actors.backends.openai:create",
-    "rules": "assay.actors.backends.rules:create",
-}
-_REGISTRY: dict[str, BackendFactory] = {}
+BACKENDS: Registry[BackendFactory] = Registry(
+    "backend",
+    "assay.backends",
+    # name -> "module:attribute" of a factory, imported only when the backend is built
+    builtins={
+        "fake": "assay.actors.backends.fake:create",
+        "transformers": "assay.actors.backends.transformers:create",
+        "vllm": "assay.actors.backends.vllm:create",
+        "openai": "assay.actors.backends.openai:create",
+        "rules": "assay.actors.backends.rules:create",
+    },
+    check=callable,
+    expected="a backend factory (a callable taking a BackendSpec)",
+)
+"""Backend factories by name: the lazy built-ins, :func:`register_backend` and entry points."""
 
 
 def register_backend(name: str, factory: BackendFactory) -> None:
-    """Registers a backend factory under ``name``."""
-    _REGISTRY[name] = factory
+    """Registers a backend factory under ``name``.
+
+    Raises:
+        ConfigError: Another factory holds the name.
+    """
+    BACKENDS.register(factory, name=name)
 
 
 def backend_names() -> list[str]:
     """Names of all backends (built-in and from entry points)."""
-    names = set(_BUILTIN) | set(_REGISTRY)
-    names |= {ep.name for ep in entry_points(group="assay.backends")}
-    return sorted(names)
-
-
-def _resolve(name: str) -> BackendFactory:
-    if name in _REGISTRY:
-        return _REGISTRY[name]
-    target = _BUILTIN.get(name)
-    if target is None:
-        for ep in entry_points(group="assay.backends"):
-            if ep.name == name:
-                factory: BackendFactory = ep.load()
-                return factory
-        raise ConfigError(f"unknown backend {name!r}; known: {', '.join(backend_names())}")
-    module, _, attr = target.partition(":")
-    factory = getattr(importlib.import_module(module), attr)
-    return factory
+    return BACKENDS.names()
 
 
 def create_backend(spec: BackendSpec) -> ModelBackend:
-    """Builds (loads) the backend a spec names."""
-    return _resolve(spec.backend)(spec)
+    """Builds (loads) the backend a spec names.
+
+    Raises:
+        ConfigError: The backend name is unknown.
+    """
+    return BACKENDS.get(spec.backend)(spec)

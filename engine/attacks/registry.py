@@ -12,10 +12,10 @@ from __future__ import annotations
 import difflib
 import functools
 from collections.abc import Callable, Sequence
-from importlib.metadata import EntryPoint, entry_points
 from typing import TypeVar
 
 from ..errors import ConfigError
+from ..registry import Registry
 from .base import Attack
 
 ENTRY_POINT_GROUP = "assay.attacks"
@@ -38,14 +38,27 @@ SEVAL_ATTACKS: tuple[str, ...] = (
 AttackFactory = Callable[[], Attack]
 """What the registry holds: a callable that builds an attack (usually its class)."""
 
-_REGISTRY: dict[str, AttackFactory] = {}
-_LOADED: dict[str, AttackFactory] = {}  # entry points loaded so far
 A = TypeVar("A", bound=type[Attack])
 
 
 def normalize_attack(value: str) -> str:
     """An attack key in canonical form: 'Goal Hijacking' -> 'goal_hijacking'."""
     return "_".join(value.strip().lower().replace("-", " ").split())
+
+
+def _is_factory(obj: object) -> bool:
+    # a class must be an Attack; any other callable is a factory, checked when it is called
+    return issubclass(obj, Attack) if isinstance(obj, type) else callable(obj)
+
+
+ATTACKS: Registry[AttackFactory] = Registry(
+    "attack",
+    ENTRY_POINT_GROUP,
+    check=_is_factory,
+    expected="an Attack class or factory",
+    normalize=normalize_attack,
+)
+"""Attack factories by key: the built-ins (registered on import) and ``assay.attacks``."""
 
 
 def register_attack(cls: A) -> A:
@@ -56,37 +69,23 @@ def register_attack(cls: A) -> A:
             holds it.
     """
     name = getattr(cls, "name", "")
-    if not name:
-        raise ConfigError(f"{cls.__name__} has no attack name")
-    if name != normalize_attack(name):
+    if name and name != normalize_attack(name):
         raise ConfigError(f"attack name {name!r} is not canonical ({normalize_attack(name)!r})")
-    other = _REGISTRY.get(name)
-    if other is not None and other is not cls:
-        raise ConfigError(f"attack name {name!r} is taken by {_describe(other)}")
-    _REGISTRY[name] = cls
+    ATTACKS.register(cls)
     known_attacks.cache_clear()
     return cls
 
 
-@functools.cache
-def _entry_points() -> dict[str, EntryPoint]:
-    found: dict[str, EntryPoint] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        found.setdefault(normalize_attack(ep.name), ep)
-    return found
-
-
 def refresh_plugins() -> None:
     """Forgets the entry points seen so far (after installing a package in a running process)."""
-    _entry_points.cache_clear()
-    _LOADED.clear()
+    ATTACKS.refresh()
     known_attacks.cache_clear()
 
 
 @functools.cache
 def known_attacks() -> frozenset[str]:
     """The S-Eval attacks plus those registered in code or by installed packages."""
-    return frozenset(SEVAL_ATTACKS) | frozenset(_REGISTRY) | frozenset(_entry_points())
+    return frozenset(SEVAL_ATTACKS) | frozenset(ATTACKS.names())
 
 
 def list_attacks() -> list[str]:
@@ -103,12 +102,9 @@ def get_attack(name: str) -> Attack:
             does not give an attack of that name.
     """
     key = normalize_attack(name)
-    factory = _REGISTRY.get(key) or _LOADED.get(key)
-    if factory is None:
-        ep = _entry_points().get(key)
-        if ep is None:
-            raise ConfigError(_unknown(name))
-        factory = _load(key, ep)
+    if key not in known_attacks():
+        raise ConfigError(_unknown(name))
+    factory = ATTACKS.get(key)
     attack = factory()
     if not isinstance(attack, Attack):
         raise ConfigError(f"attack {key!r}: {_describe(factory)} did not return an Attack")
@@ -140,20 +136,6 @@ def resolve_attacks(spec: str | Sequence[str]) -> list[Attack]:
     if not keys:
         raise ConfigError(f"no attack named in {spec!r} (known: all, {', '.join(list_attacks())})")
     return [get_attack(key) for key in keys]
-
-
-def _load(key: str, ep: EntryPoint) -> AttackFactory:
-    try:
-        obj = ep.load()
-    except Exception as exc:  # a broken plugin: say which one
-        raise ConfigError(f"attack {key!r}: cannot load entry point {ep.value!r}: {exc}") from exc
-    if isinstance(obj, type) and not issubclass(obj, Attack):
-        raise ConfigError(f"attack {key!r}: entry point {ep.value!r} is not an Attack class")
-    if not callable(obj):
-        raise ConfigError(f"attack {key!r}: entry point {ep.value!r} is not an Attack or factory")
-    factory: AttackFactory = obj
-    _LOADED[key] = factory
-    return factory
 
 
 def _unknown(name: str) -> str:

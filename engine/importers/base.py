@@ -5,16 +5,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..attacks import known_attacks, normalize_attack
 from ..config import error_message
-from ..errors import ConfigError
 from ..io import StorageOptions
 from ..records import Label, TestCase
+from ..registry import Registry
 from ..taxonomy import RiskTree, UnknownRiskError, get_taxonomy
 
 
@@ -140,37 +139,38 @@ class Importer:
         raise NotImplementedError
 
 
-_REGISTRY: dict[str, type[Importer]] = {}
+def _is_importer(obj: object) -> bool:
+    return isinstance(obj, type) and issubclass(obj, Importer)
+
+
+# "format" is the word users see (``assay import --format``), so the messages use it
+IMPORTERS: Registry[type[Importer]] = Registry(
+    "format", "assay.importers", check=_is_importer, expected="an Importer subclass"
+)
+"""Importers by format name: the built-ins (registered on import) and ``assay.importers``."""
 
 
 def register_importer(cls: type[Importer]) -> type[Importer]:
-    """Class decorator: registers an importer under its ``name``."""
-    _REGISTRY[cls.name] = cls
-    return cls
+    """Class decorator: registers an importer under its ``name``.
 
-
-def _load_plugins() -> None:
-    for ep in entry_points(group="assay.importers"):
-        if ep.name not in _REGISTRY:
-            cls = ep.load()
-            _REGISTRY[ep.name] = cls
+    Raises:
+        ConfigError: The class has no name, or another class holds the name.
+    """
+    return IMPORTERS.register(cls)
 
 
 def importer_names() -> list[str]:
     """Names of all importers, built-in and from installed plugins."""
-    _load_plugins()
-    return sorted(_REGISTRY)
+    return IMPORTERS.names()
 
 
 def get_importer(name: str) -> type[Importer]:
-    """The importer class registered under ``name``."""
-    _load_plugins()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown format {name!r}; known: {', '.join(sorted(_REGISTRY))}"
-        ) from None
+    """The importer class registered under ``name``.
+
+    Raises:
+        ConfigError: The name is unknown (the message lists the known ones).
+    """
+    return IMPORTERS.get(name)
 
 
 # -- checks shared by all formats ---------------------------------------------------------------

@@ -18,10 +18,8 @@ options. Third-party packages add formats through the ``assay.judges`` entry-poi
 from __future__ import annotations
 
 import abc
-import difflib
 import math
 from collections.abc import Mapping
-from importlib.metadata import entry_points
 from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -29,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ..errors import ConfigError, InputError
 from ..lang import lang_key
 from ..records import Label
+from ..registry import Registry
 from ..requests import ChatMessage, GenerationRequest, SamplingParams
 from ._fence import Fence, SpecialTokens
 
@@ -434,7 +433,15 @@ def _validate_options(cls: type[JudgeFormat], options: Mapping[str, Any]) -> Jud
 
 # -- registry ---------------------------------------------------------------------------------
 
-_REGISTRY: dict[str, type[JudgeFormat]] = {}
+
+def _is_judge_format(obj: object) -> bool:
+    return isinstance(obj, type) and issubclass(obj, JudgeFormat)
+
+
+JUDGES: Registry[type[JudgeFormat]] = Registry(
+    "judge", "assay.judges", check=_is_judge_format, expected="a JudgeFormat subclass"
+)
+"""Judge formats by name: the built-ins (registered on import) and the ``assay.judges`` group."""
 J = TypeVar("J", bound=type[JudgeFormat])
 
 
@@ -444,29 +451,13 @@ def register_judge(cls: J) -> J:
     Raises:
         ConfigError: The class has no name, or another class holds the name.
     """
-    name = getattr(cls, "name", "")
-    if not name:
-        raise ConfigError(f"{cls.__name__} has no judge name")
-    other = _REGISTRY.get(name)
-    if other is not None and other is not cls:
-        raise ConfigError(f"judge name {name!r} is taken by {other.__module__}.{other.__name__}")
-    _REGISTRY[name] = cls
+    JUDGES.register(cls)
     return cls
-
-
-def _load_plugins() -> None:
-    for ep in entry_points(group="assay.judges"):
-        if ep.name not in _REGISTRY:
-            cls = ep.load()
-            if not (isinstance(cls, type) and issubclass(cls, JudgeFormat)):
-                raise ConfigError(f"entry point {ep.value!r} of {ep.name!r} is not a JudgeFormat")
-            _REGISTRY[ep.name] = cls
 
 
 def judge_names() -> list[str]:
     """Names of all judge formats, built-in and from installed plugins, sorted."""
-    _load_plugins()
-    return sorted(_REGISTRY)
+    return JUDGES.names()
 
 
 def get_judge(name: str, **options: Any) -> JudgeFormat:
@@ -476,13 +467,4 @@ def get_judge(name: str, **options: Any) -> JudgeFormat:
         ConfigError: The name is unknown (the message lists the known ones), or an option is
             unknown or invalid.
     """
-    _load_plugins()
-    cls = _REGISTRY.get(name)
-    if cls is None:
-        known = sorted(_REGISTRY)
-        message = f"unknown judge {name!r}"
-        close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.6)
-        if close:
-            message += f"; did you mean {close[0]!r}?"
-        raise ConfigError(f"{message} (known: {', '.join(known)})")
-    return cls(**options)
+    return JUDGES.get(name)(**options)

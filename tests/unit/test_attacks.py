@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import pickle
 import sys
 import types
@@ -488,7 +489,7 @@ def plugins(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     def entry_points(*, group: str) -> list[EntryPoint]:
         return [ep for ep in eps if ep.group == group]
 
-    monkeypatch.setattr(attack_registry, "entry_points", entry_points)
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
     refresh_plugins()
     yield
     monkeypatch.undo()
@@ -523,9 +524,7 @@ def test_plugin_attacks_are_gone_without_the_distribution() -> None:
     assert "shout" not in known_attacks()
 
 
-def test_register_attack_checks_names(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(attack_registry, "_REGISTRY", dict(attack_registry._REGISTRY))
-
+def test_register_attack_checks_names() -> None:
     class Nameless(SimpleTemplateAttack):
         pass
 
@@ -542,9 +541,11 @@ def test_register_attack_checks_names(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="taken"):
         register_attack(Hijack)
     assert register_attack(Shout) is Shout
-    assert "shout" in known_attacks() and isinstance(get_attack("shout"), Shout)
-    monkeypatch.undo()
-    known_attacks.cache_clear()
+    try:
+        assert "shout" in known_attacks() and isinstance(get_attack("shout"), Shout)
+    finally:
+        attack_registry.ATTACKS.unregister("shout")
+        known_attacks.cache_clear()
     assert "shout" not in known_attacks()
 
 

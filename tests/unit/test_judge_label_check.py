@@ -27,7 +27,7 @@ class _Clashing(HarmBench):
 def clashing() -> object:
     judges_base.register_judge(_Clashing)
     yield _Clashing
-    judges_base._REGISTRY.pop(_Clashing.name)
+    judges_base.JUDGES.unregister(_Clashing.name)
 
 
 def test_clashing_labels_fail_the_judge_at_start(

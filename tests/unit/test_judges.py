@@ -148,7 +148,7 @@ def test_register_judge_adds_a_plugin_format() -> None:
         assert "test-custom-harmbench" in judge_names()
         assert isinstance(get_judge("test-custom-harmbench"), Custom)
     finally:
-        judges_base._REGISTRY.pop("test-custom-harmbench")
+        judges_base.JUDGES.unregister("test-custom-harmbench")
 
 
 # -- requests ---------------------------------------------------------------------------------
