@@ -8,7 +8,8 @@ benchmarks/results/render.json (or --out):
 
 * ``build``: ``JudgeFormat.build_request`` (fencing included);
 * ``render``: ``render_request`` (plain turn format and tokenization);
-* ``labels_cold`` / ``labels_cached``: label ids in context, without and with the backend's cache.
+* ``labels_cold`` / ``labels_cached``: label ids in context, without and with the backends'
+  ``LabelIdCache``.
 
     python benchmarks/bench_render.py --requests 2000
 """
@@ -30,7 +31,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from real_tokenizers import installed_llama_models, llama3_tokenizer  # noqa: E402
 
 from assay.actors.backends.templates import (  # noqa: E402
-    LABEL_CONTEXT_CHARS,
+    LabelIdCache,
     label_ids_in_context,
     render_request,
 )
@@ -73,11 +74,9 @@ def main() -> None:
     for req, r in zip(requests, rendered, strict=True):
         label_ids_in_context(tokenizer, r.text, req.label_tokens)
     t3 = time.perf_counter()
-    cache: dict[tuple[str, tuple[str, ...]], dict[str, int]] = {}
+    cache = LabelIdCache()  # what the transformers and vLLM backends keep
     for req, r in zip(requests, rendered, strict=True):
-        key = (r.text[-LABEL_CONTEXT_CHARS:], req.label_tokens)
-        if key not in cache:
-            cache[key] = label_ids_in_context(tokenizer, r.text, req.label_tokens)
+        cache.get(tokenizer, r.text, req.label_tokens)
     t4 = time.perf_counter()
 
     tokens = sum(len(r.ids) for r in rendered)

@@ -189,6 +189,29 @@ def label_ids_in_context(tokenizer: Any, text: str, labels: tuple[str, ...]) -> 
     return out
 
 
+class LabelIdCache:
+    """:func:`label_ids_in_context` per (prompt end, labels), bounded: a judge's prompts all end
+    alike, so a backend needs a handful of entries, not one per request."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.max_entries = max_entries
+        self._ids: dict[tuple[str, tuple[str, ...]], dict[str, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def get(self, tokenizer: Any, text: str, labels: tuple[str, ...]) -> dict[str, int]:
+        """The labels' first token ids after ``text``; ValueError as the function raises it."""
+        key = (text[-LABEL_CONTEXT_CHARS:], labels)
+        ids = self._ids.get(key)
+        if ids is None:
+            ids = label_ids_in_context(tokenizer, text, labels)
+            if len(self._ids) >= self.max_entries:
+                self._ids.clear()
+            self._ids[key] = ids
+        return ids
+
+
 def _piece(tokenizer: Any, token: int) -> str:
     convert = getattr(tokenizer, "convert_ids_to_tokens", None)
     return str(convert(token)) if convert is not None else str(token)

@@ -42,10 +42,9 @@ from assay.engine.requests import GenerationRequest, GenerationResult
 
 from .base import BackendSpec
 from .templates import (
-    LABEL_CONTEXT_CHARS,
+    LabelIdCache,
     Rendered,
     chat_template_field,
-    label_ids_in_context,
     render_request,
     resolve_chat_template,
     tokenizer_special_texts,
@@ -110,7 +109,7 @@ class TransformersBackend:
             self.model.config, "max_position_embeddings", None
         )
         self._eos_ids = _eos_ids(self.model, self.tokenizer)
-        self._label_cache: dict[tuple[str, tuple[str, ...]], dict[str, int]] = {}
+        self._label_ids = LabelIdCache()
         # one batch at a time on the model, whichever event loop or thread asks
         self._lock = threading.Lock()
 
@@ -144,14 +143,7 @@ class TransformersBackend:
         """Each label's first token id in context, after ``text`` (the rendered prompt); see
         :func:`~.templates.label_ids_in_context`. ValueError when a label encodes to nothing,
         merges with the prompt's end, or two labels share their first token."""
-        key = (text[-LABEL_CONTEXT_CHARS:], labels)
-        cached = self._label_cache.get(key)
-        if cached is None:
-            cached = label_ids_in_context(self.tokenizer, text, labels)
-            if len(self._label_cache) > 4096:  # judges have a handful of prompt ends; bound it
-                self._label_cache.clear()
-            self._label_cache[key] = cached
-        return cached
+        return self._label_ids.get(self.tokenizer, text, labels)
 
     # ---- the backend contract -----------------------------------------------------------------
 

@@ -58,9 +58,8 @@ from assay.engine.requests import GenerationRequest, GenerationResult
 
 from .base import BackendSpec
 from .templates import (
-    LABEL_CONTEXT_CHARS,
+    LabelIdCache,
     chat_template_field,
-    label_ids_in_context,
     render_request,
     resolve_chat_template,
     tokenizer_special_texts,
@@ -244,7 +243,7 @@ class VLLMBackend:
         self.max_model_len: int = self.engine.model_config.max_model_len
         """The engine's context length (prompt plus output tokens)."""
         self._tokenizer: Any = None
-        self._label_ids: dict[tuple[str, tuple[str, ...]], dict[str, int]] = {}
+        self._label_ids = LabelIdCache()
         # One thread: tokenizing a large batch must not stall the event loop (other shards'
         # calls and the engine's output handler run on it), and one worker keeps it ordered.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="assay-vllm-tokenize")
@@ -315,7 +314,7 @@ class VLLMBackend:
             return
         rendered = render_request(tokenizer, req, self._chat_template)
         if req.label_tokens:
-            label_ids_in_context(tokenizer, rendered.text, req.label_tokens)
+            self._label_ids.get(tokenizer, rendered.text, req.label_tokens)
 
     async def _get_tokenizer(self) -> Any:
         if self._tokenizer is None:
@@ -343,17 +342,10 @@ class VLLMBackend:
             )
         labels: dict[str, int] = {}
         if req.label_tokens:
-            key = (rendered.text[-LABEL_CONTEXT_CHARS:], req.label_tokens)
             try:
-                if key not in self._label_ids:
-                    self._label_ids[key] = label_ids_in_context(
-                        tokenizer, rendered.text, req.label_tokens
-                    )
+                labels = self._label_ids.get(tokenizer, rendered.text, req.label_tokens)
             except ValueError as exc:
                 return _Prepared(prompt_ids=ids, error=str(exc))
-            labels = self._label_ids[key]
-            if len(self._label_ids) > 4096:  # judges have a handful of prompt ends; bound it
-                self._label_ids.clear()
         return _Prepared(prompt_ids=ids, label_ids=labels)
 
     def _sampling_params(self, req: GenerationRequest, prep: _Prepared) -> Any:

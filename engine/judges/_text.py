@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Mapping
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from ..records import Label
 from ..taxonomy import Category, get_taxonomy
@@ -150,3 +150,21 @@ def map_categories(taxonomy: str, entries: Iterable[str]) -> CategoryMap:
             categories.append(category.code)
             tags.extend(category.seval_l1)
     return CategoryMap(dedupe(categories), dedupe(tags), dedupe(unknown))
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object gives one key twice with different values (see :func:`no_duplicate_keys`)."""
+
+
+def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for ``json``: a key given twice must have the same value.
+
+    Raises:
+        DuplicateKeyError: It has two different values (an output that contradicts itself).
+    """
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result and result[key] != value:
+            raise DuplicateKeyError(f"key {key!r} given twice with different values")
+        result[key] = value
+    return result

@@ -13,7 +13,7 @@ from ..requests import ChatMessage, SamplingParams
 from ..taxonomy import get_taxonomy, seval_tree
 from . import _harmony
 from ._fence import Fence
-from ._text import dedupe, short
+from ._text import DuplicateKeyError, dedupe, no_duplicate_keys, short
 from .base import (
     Delimiters,
     JudgeFormat,
@@ -264,8 +264,8 @@ class GptOssSafeguard(JudgeFormat):
         if fenced is not None:
             body = fenced.group("body")
         try:
-            data = json.loads(body, object_pairs_hook=_no_duplicates)
-        except _DuplicateKey as exc:
+            data = json.loads(body, object_pairs_hook=no_duplicate_keys)
+        except DuplicateKeyError as exc:
             return ParsedOutput.failed(f"contradictory final JSON: {exc}", critique=critique)
         except json.JSONDecodeError as exc:
             return ParsedOutput.failed(
@@ -311,16 +311,3 @@ class GptOssSafeguard(JudgeFormat):
             parse_ok=True,
             notes=dedupe(notes),
         )
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result and result[key] != value:
-            raise _DuplicateKey(f"key {key!r} given twice with different values")
-        result[key] = value
-    return result

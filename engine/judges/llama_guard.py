@@ -13,14 +13,13 @@ from ._fence import Fence
 from ._text import CategoryMap, dedupe, first_line, map_categories, match_label, short
 from .base import (
     Delimiters,
-    JudgeFormat,
     JudgeItem,
     JudgeOptions,
     ParsedOutput,
     Rendering,
     register_judge,
 )
-from .policy import Policy, builtin_policy, category_lines, load_policy
+from .policy import PolicyFormat, PolicyOptions, category_lines
 
 _CATEGORIES_START = "<BEGIN UNSAFE CONTENT CATEGORIES>"
 _CATEGORIES_END = "<END UNSAFE CONTENT CATEGORIES>"
@@ -41,17 +40,7 @@ def _is_code_line(line: str, mapped: CategoryMap) -> bool:
     return known or any(_CODE.match(entry) for entry in mapped.unknown)
 
 
-class PolicyOptions(JudgeOptions):
-    """Options of a format that shows its model a category policy."""
-
-    policy: str | None = Field(
-        default=None,
-        description="A policy file (YAML/JSON: name, source, categories with code, name and "
-        "description) shown instead of the built-in published policy.",
-    )
-
-
-class _LlamaGuardFormat(JudgeFormat):
+class _LlamaGuardFormat(PolicyFormat):
     """Shared prompt building and parsing of the Llama-Guard-style formats.
 
     Output: the first line is ``safe`` or ``unsafe`` (after optional whitespace; case and a
@@ -60,7 +49,6 @@ class _LlamaGuardFormat(JudgeFormat):
     first line fails the parse.
     """
 
-    Options: ClassVar[type[JudgeOptions]] = PolicyOptions
     label_sets: ClassVar[dict[str, dict[str, Label]]] = {"en": _LABELS}
     max_tokens: ClassVar[int] = 32
     fence: ClassVar[Fence] = Fence(
@@ -71,32 +59,16 @@ class _LlamaGuardFormat(JudgeFormat):
     taxonomy: ClassVar[str] = "mlcommons"
     """Taxonomy the category codes are resolved in."""
     builtin: ClassVar[str] = "mlcommons-lg3"
-    """The published policy the model was trained on (``engine/judges/policies``)."""
     according: ClassVar[str] = "according our"
     """Llama Guard 3's task line says "according our", Llama Guard 4's "according to our"."""
 
-    def __init__(self, **options: object) -> None:
-        super().__init__(**options)
-        path = self.options.policy if isinstance(self.options, PolicyOptions) else None
-        self.policy: Policy = load_policy(path) if path else builtin_policy(self.builtin)
-
-    def policy_info(self) -> dict[str, str]:
-        """The policy shown: the built-in published one, or the user's file."""
-        custom = isinstance(self.options, PolicyOptions) and self.options.policy is not None
-        return {
-            "name": self.policy.name,
-            "source": self.policy.source,
-            "published": "no" if custom else "yes",
-        }
-
     def own_template_applies(self, item: JudgeItem) -> bool:
         """The model's own template knows only the published categories."""
-        return self.policy_info().get("published") == "yes"
+        return not self.custom_policy
 
     def policy_text(self) -> str:
         """The category list between the category markers."""
-        custom = self.policy_info().get("published") == "no"
-        return category_lines(self.policy, descriptions=custom)
+        return category_lines(self.policy, descriptions=self.custom_policy)
 
     def _instruction(self, role: str) -> str:
         return (

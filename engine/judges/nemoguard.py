@@ -9,18 +9,23 @@ from typing import Any, ClassVar
 from ..records import Label
 from ..requests import ChatMessage
 from ._fence import Fence
-from ._text import dedupe, map_categories, match_label, short, split_list
+from ._text import (
+    DuplicateKeyError,
+    dedupe,
+    map_categories,
+    match_label,
+    no_duplicate_keys,
+    short,
+    split_list,
+)
 from .base import (
     Delimiters,
-    JudgeFormat,
     JudgeItem,
-    JudgeOptions,
     ParsedOutput,
     Rendering,
     register_judge,
 )
-from .llama_guard import PolicyOptions
-from .policy import Policy, builtin_policy, category_lines, load_policy
+from .policy import PolicyFormat, category_lines
 
 _USER = "User Safety"
 _RESPONSE = "Response Safety"
@@ -52,21 +57,8 @@ _LEAD = re.compile(r"\s*(?:[^\n{}]{0,80}[:：]\s*)?(?:```[A-Za-z]*\s*)?(?=\{)")
 _CONTINUATION = re.compile(r'\s*(?:safe|unsafe)\s*"', re.IGNORECASE)
 
 
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result and result[key] != value:
-            raise _DuplicateKey(f"key {key!r} given twice with different values")
-        result[key] = value
-    return result
-
-
 @register_judge
-class NemoGuard(JudgeFormat):
+class NemoGuard(PolicyFormat):
     """Llama-3.1-NemoGuard-8B-ContentSafety (NVIDIA; Aegis 2.0, LoRA on Llama 3.1 8B Instruct).
 
     Published format (NemoGuard content-safety NIM prompt template and model card, arXiv
@@ -93,7 +85,7 @@ class NemoGuard(JudgeFormat):
     """
 
     name: ClassVar[str] = "nemoguard"
-    Options: ClassVar[type[JudgeOptions]] = PolicyOptions
+    builtin: ClassVar[str] = "aegis-2.0"
     rendering: ClassVar[Rendering] = Rendering(
         kind="model",
         source="nvidia/llama-3.1-nemoguard-8b-content-safety model card; NeMo Guardrails "
@@ -113,20 +105,6 @@ class NemoGuard(JudgeFormat):
         json_keys=(_USER, _RESPONSE, _CATEGORIES),
     )
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        path = self.opts(PolicyOptions).policy
-        self.policy: Policy = load_policy(path) if path else builtin_policy("aegis-2.0")
-
-    def policy_info(self) -> dict[str, str]:
-        """The policy shown: the published Aegis 2.0 list, or the user's file."""
-        published = self.opts(PolicyOptions).policy is None
-        return {
-            "name": self.policy.name,
-            "source": self.policy.source,
-            "published": "yes" if published else "no",
-        }
-
     def assistant_prefix(self, item: JudgeItem) -> str:
         """``{"User Safety": "`` for a prompt alone; empty for a response."""
         return _PREFIX if item.response is None else ""
@@ -137,8 +115,7 @@ class NemoGuard(JudgeFormat):
 
     def messages(self, item: JudgeItem) -> list[ChatMessage]:
         """One user turn holding the task, the S1-S23 list, the conversation and the JSON ask."""
-        custom = self.policy_info()["published"] == "no"
-        categories = category_lines(self.policy, descriptions=custom)
+        categories = category_lines(self.policy, descriptions=self.custom_policy)
         conversation = f"user: {self.fence.apply(item.prompt)}"
         if item.response is not None:
             conversation += f"\n\nresponse: agent: {self.fence.apply(item.response)}"
@@ -184,10 +161,10 @@ class NemoGuard(JudgeFormat):
                 f"unexpected text before the JSON object: {short(raw[:where].strip())}"
             )
         try:
-            data, end = json.JSONDecoder(object_pairs_hook=_no_duplicates).raw_decode(
+            data, end = json.JSONDecoder(object_pairs_hook=no_duplicate_keys).raw_decode(
                 raw, lead.end()
             )
-        except _DuplicateKey as exc:
+        except DuplicateKeyError as exc:
             return ParsedOutput.failed(f"contradictory JSON: {exc}", critique=raw.strip())
         except json.JSONDecodeError as exc:
             cut = "malformed" if "}" in raw[lead.end() :] else "truncated"

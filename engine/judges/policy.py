@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, ClassVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import ConfigError
+from .base import JudgeFormat, JudgeOptions
 
 
 class PolicyCategory(BaseModel):
@@ -121,4 +123,50 @@ def category_lines(policy: Policy, *, descriptions: bool) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Policy", "PolicyCategory", "builtin_policy", "category_lines", "load_policy"]
+class PolicyOptions(JudgeOptions):
+    """Options of a format that shows its model a category policy."""
+
+    policy: str | None = Field(
+        default=None,
+        description="A policy file (YAML/JSON: name, source, categories with code, name and "
+        "description) shown instead of the built-in published policy.",
+    )
+
+
+class PolicyFormat(JudgeFormat):
+    """A judge format that shows its model the published policy :attr:`builtin` unless the
+    option ``policy`` names a policy file (then :meth:`policy_info` says it is not published)."""
+
+    Options: ClassVar[type[JudgeOptions]] = PolicyOptions
+    builtin: ClassVar[str] = ""
+    """The published policy the model was trained on (``engine/judges/policies``)."""
+
+    def __init__(self, **options: Any) -> None:
+        """Validates the options and loads the policy shown."""
+        super().__init__(**options)
+        path = self.opts(PolicyOptions).policy
+        self.policy: Policy = load_policy(path) if path else builtin_policy(self.builtin)
+
+    @property
+    def custom_policy(self) -> bool:
+        """Whether the policy shown is a user's file rather than the published one."""
+        return self.opts(PolicyOptions).policy is not None
+
+    def policy_info(self) -> dict[str, str]:
+        """The policy shown: the built-in published one, or the user's file."""
+        return {
+            "name": self.policy.name,
+            "source": self.policy.source,
+            "published": "no" if self.custom_policy else "yes",
+        }
+
+
+__all__ = [
+    "Policy",
+    "PolicyCategory",
+    "PolicyFormat",
+    "PolicyOptions",
+    "builtin_policy",
+    "category_lines",
+    "load_policy",
+]
